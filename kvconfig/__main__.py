@@ -1,0 +1,5 @@
+import sys
+
+from kvconfig._cli import main
+
+sys.exit(main())

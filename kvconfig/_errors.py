@@ -1,0 +1,111 @@
+"""The kvconfig exception tree.
+
+Every error kvconfig raises derives from :class:`KvConfigError`::
+
+    KvConfigError
+    ├── ConfigurationError            the Settings class cannot be mapped to secrets
+    │   ├── InvalidSecretNameError      a field maps to a name Key Vault cannot hold
+    │   └── SecretNameCollisionError    two fields map to one secret
+    ├── SettingsValidationError       the merged values do not validate (names fields, never values)
+    │   └── MissingSettingError         a required field had no value from any source
+    ├── VaultError                    talking to the vault failed (names the vault and the secret)
+    │   ├── VaultAuthenticationError    401: the credential was refused
+    │   ├── VaultPermissionError        403 other than a disabled secret
+    │   └── VaultUnavailableError       transient failures outlasted the startup timeout
+    └── ClosedError                   the KeyVault (or watcher) was used after aclose()
+
+Messages name fields, secret names and the vault URL. They never contain a secret value.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClosedError",
+    "ConfigurationError",
+    "InvalidSecretNameError",
+    "KvConfigError",
+    "MissingSettingError",
+    "SecretNameCollisionError",
+    "SettingsValidationError",
+    "VaultAuthenticationError",
+    "VaultError",
+    "VaultPermissionError",
+    "VaultUnavailableError",
+]
+
+
+class KvConfigError(Exception):
+    """Base class of every kvconfig error."""
+
+
+class ConfigurationError(KvConfigError):
+    """The Settings class cannot be mapped onto Key Vault secrets."""
+
+
+class InvalidSecretNameError(ConfigurationError):
+    """A field maps to a secret name that Key Vault cannot hold (``^[0-9a-zA-Z-]{1,127}$``)."""
+
+    def __init__(self, message: str, *, field: str, secret_name: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.secret_name = secret_name
+
+
+class SecretNameCollisionError(ConfigurationError):
+    """Two or more fields map to the same secret name (compared case-insensitively)."""
+
+    def __init__(self, message: str, *, fields: tuple[str, ...], secret_name: str) -> None:
+        super().__init__(message)
+        self.fields = fields
+        self.secret_name = secret_name
+
+
+class SettingsValidationError(KvConfigError):
+    """The merged values failed validation.
+
+    ``errors`` holds pydantic's error dicts *without* the offending input, so the error can be
+    logged safely.
+    """
+
+    def __init__(self, message: str, *, errors: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
+class MissingSettingError(SettingsValidationError):
+    """A required field got no value from init kwargs, the environment, .env or the vault."""
+
+
+class VaultError(KvConfigError):
+    """A request to the vault failed. ``vault_url`` and ``secret_name`` say where."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        vault_url: str,
+        secret_name: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.vault_url = vault_url
+        self.secret_name = secret_name
+        self.status = status
+        self.code = code
+
+
+class VaultAuthenticationError(VaultError):
+    """The vault refused the credential (401), or no token could be obtained."""
+
+
+class VaultPermissionError(VaultError):
+    """The identity lacks permission (403 other than ``SecretDisabled``). Not retried."""
+
+
+class VaultUnavailableError(VaultError):
+    """Transient failures (429, 5xx, network) did not clear within the allowed time."""
+
+
+class ClosedError(KvConfigError):
+    """An object was used after ``aclose()``."""
