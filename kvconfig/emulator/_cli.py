@@ -1,0 +1,89 @@
+"""``kvconfig emulator``: run a local Key Vault in the foreground until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from kvconfig.emulator._certs import CertificateAuthority
+from kvconfig.emulator._emulator import KeyVaultEmulator
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``emulator`` sub-command on the ``kvconfig`` parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "emulator",
+        help="run a local Azure Key Vault (secrets API over HTTPS)",
+        description=(
+            "Run a local Azure Key Vault that the unmodified Azure SDK talks to. Prints shell "
+            "`export` lines (VAULT_URL, SSL_CERT_FILE, REQUESTS_CA_BUNDLE, IDENTITY_ENDPOINT, "
+            "IDENTITY_HEADER) and serves until SIGINT/SIGTERM."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port of the default vault (0: any)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="SQLite file for durable vaults; the CA is kept next to it (FILE.ca.pem)",
+    )
+    parser.add_argument("--latency-ms", type=float, default=0, help="added latency per request")
+    parser.add_argument(
+        "--vault",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="serve another named vault on its own port (repeatable); see VAULT_URL_<NAME>",
+    )
+    parser.add_argument(
+        "--identity-port", type=int, default=0, help="port of the managed-identity endpoint"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of the sub-command."""
+    return asyncio.run(_serve(args))
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    ca: CertificateAuthority | None = None
+    ca_file: Path | None = None
+    if args.data is not None:
+        # Keep the CA next to the data so clients keep trusting it across restarts.
+        ca_file = args.data.with_name(args.data.name + ".ca.pem")
+        key_file = args.data.with_name(args.data.name + ".ca-key.pem")
+        ca = CertificateAuthority.load_or_generate(ca_file, key_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with KeyVaultEmulator(
+        host=args.host,
+        port=args.port,
+        data=args.data,
+        latency_ms=args.latency_ms,
+        ca=ca,
+        ca_file=ca_file,
+        identity_port=args.identity_port,
+    ) as emu:
+        for name in args.vault:
+            await emu.add_vault(name)
+        for key, value in emu.environment().items():
+            print(f"export {key}={shlex.quote(value)}")
+        sys.stdout.flush()
+        print(f"kvconfig emulator: serving {emu.vault_url} (Ctrl-C to stop)", file=sys.stderr)
+        await stop.wait()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(sig)
+    return 0

@@ -1,0 +1,152 @@
+"""Fault and load injection for the vault API, changeable while the emulator runs."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Fault", "Faults"]
+
+Status = int | Literal["reset"]
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """What to do with one request instead of serving it."""
+
+    status: Status
+    retry_after: float | None = None
+
+
+class _Bucket:
+    """Token bucket: ``capacity`` tokens, refilled evenly over ``window_s`` seconds."""
+
+    def __init__(self, capacity: int, window_s: float) -> None:
+        self.capacity = capacity
+        self.rate = capacity / window_s
+        self.tokens = float(capacity)
+        self.stamp = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def available(self) -> bool:
+        self._refill()
+        return self.tokens >= 1
+
+    def take(self) -> None:
+        self.tokens -= 1
+
+
+class Faults:
+    """Knobs for latency, failures and throttling. All apply to vault API requests only.
+
+    Order per request: latency, then outage, ``fail_next``, ``error_rate`` (these before the auth
+    check, like a failing front end), then throttling (after auth; 429s do not consume tokens,
+    as on the real service).
+    """
+
+    def __init__(self, latency_ms: float = 0) -> None:
+        self._latency: tuple[float, float] = (latency_ms, latency_ms)
+        self._fail_next: list[Fault] = []
+        self._error_rate = 0.0
+        self._error_status = 500
+        self._outage = False
+        self._throttle = False
+        self._limits = (4000, 300, 10.0)
+        self._buckets: dict[str, tuple[_Bucket, _Bucket]] = {}
+        self._rng = random.Random()
+
+    def __repr__(self) -> str:
+        return (
+            f"Faults(latency_ms={self._latency}, fail_next={len(self._fail_next)}, "
+            f"error_rate={self._error_rate}, outage={self._outage}, throttle={self._throttle})"
+        )
+
+    def latency(self, ms: float | tuple[float, float]) -> None:
+        """Add ``ms`` milliseconds to every request, or a uniform random delay in ``(lo, hi)``."""
+        lo, hi = ms if isinstance(ms, tuple) else (ms, ms)
+        if lo < 0 or hi < lo:
+            raise ValueError("latency must be >= 0 and lo <= hi")
+        self._latency = (float(lo), float(hi))
+
+    def fail_next(self, n: int = 1, status: Status = 503, retry_after: float | None = None) -> None:
+        """Fail the next ``n`` requests with ``status`` (``"reset"`` drops the connection).
+
+        ``retry_after`` (seconds) adds a ``Retry-After`` header; note the SDK then retries any
+        status >= 400.
+        """
+        self._fail_next.extend(Fault(status, retry_after) for _ in range(n))
+
+    def error_rate(self, rate: float, status: int = 500) -> None:
+        """Fail a random fraction ``rate`` (0..1) of requests with ``status``; 0 turns it off."""
+        if not 0 <= rate <= 1:
+            raise ValueError("rate must be within [0, 1]")
+        self._error_rate = rate
+        self._error_status = status
+
+    def throttle(
+        self,
+        on: bool = True,
+        *,
+        transactions: int = 4000,
+        creates: int = 300,
+        window_s: float = 10.0,
+    ) -> None:
+        """Throttle at the service limits: per vault per ``window_s``, ``transactions`` requests of
+        any kind and ``creates`` secret creations; excess requests get 429 ``Throttled``."""
+        self._throttle = on
+        self._limits = (transactions, creates, window_s)
+        self._buckets.clear()
+
+    def outage(self, on: bool = True) -> None:
+        """Answer every request 503 until ``outage(False)``."""
+        self._outage = on
+
+    def clear(self) -> None:
+        """Turn every fault off (latency included)."""
+        self._latency = (0.0, 0.0)
+        self._fail_next.clear()
+        self._error_rate = 0.0
+        self._outage = False
+        self._throttle = False
+        self._buckets.clear()
+
+    # -- used by the server --------------------------------------------------------------------
+
+    def delay_s(self) -> float:
+        lo, hi = self._latency
+        return (lo if lo == hi else self._rng.uniform(lo, hi)) / 1000
+
+    def before_auth(self) -> Fault | None:
+        """The fault for this request, decided before authentication, if any."""
+        if self._outage:
+            return Fault(503)
+        if self._fail_next:
+            return self._fail_next.pop(0)
+        if self._error_rate and self._rng.random() < self._error_rate:
+            return Fault(self._error_status)
+        return None
+
+    def throttled(self, vault: str, is_create: bool) -> bool:
+        """Count an authenticated request; True if it must be answered 429."""
+        if not self._throttle:
+            return False
+        transactions, creates, window_s = self._limits
+        buckets = self._buckets.get(vault)
+        if buckets is None:
+            buckets = self._buckets[vault] = (
+                _Bucket(transactions, window_s),
+                _Bucket(creates, window_s),
+            )
+        total, create = buckets
+        if not total.available() or (is_create and not create.available()):
+            return True
+        total.take()
+        if is_create:
+            create.take()
+        return False

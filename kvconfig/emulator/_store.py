@@ -1,0 +1,439 @@
+"""The vaults' contents: secrets with versions and soft-delete, in memory, optionally in SQLite.
+
+Memory is the working copy and always authoritative while running. With a database path every
+mutation also marks the touched secret dirty; :meth:`Store.commit` (or :meth:`Store.commit_async`,
+which runs it on a single writer thread off the event loop) writes each dirty secret as one row in
+one transaction, WAL mode, ``synchronous=FULL``, so an acknowledged write survives ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import secrets as _random
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from kvconfig.emulator._errors import ServiceError
+
+__all__ = [
+    "MAX_CONTENT_TYPE",
+    "MAX_VALUE_BYTES",
+    "RECOVERABLE_DAYS",
+    "RECOVERY_LEVEL",
+    "Secret",
+    "SecretVersion",
+    "Store",
+    "new_version",
+]
+
+NAME_RE = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
+MAX_VALUE_BYTES = 25 * 1024
+MAX_CONTENT_TYPE = 255
+RECOVERABLE_DAYS = 90
+RECOVERY_LEVEL = "Recoverable+Purgeable"
+_DAY = 86400
+
+# Backup blobs: the real service's prefix, then AES-GCM over zlib'd JSON. The key is a constant so
+# a blob restores into any emulator (as a real one restores within a subscription); the point is
+# an opaque, tamper-evident blob, not confidentiality.
+_BACKUP_PREFIX = b")AzureKeyVaultSecretBackupV1.microsoft.com"
+_BACKUP_KEY = bytes.fromhex("6b76636f6e6669672d656d756c61746f722d6261636b75702d6b65792d303031")
+
+
+def new_version() -> str:
+    """A fresh 32-character lowercase hex version id."""
+    return _random.token_hex(16)
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+@dataclass(slots=True)
+class SecretVersion:
+    """One version of a secret. Timestamps are integer Unix seconds."""
+
+    version: str
+    value: str
+    content_type: str | None
+    tags: dict[str, str] | None
+    enabled: bool
+    not_before: int | None
+    expires: int | None
+    created: int
+    updated: int
+
+    def __repr__(self) -> str:  # never show the value
+        return f"SecretVersion(version={self.version!r}, enabled={self.enabled})"
+
+
+@dataclass(slots=True)
+class Secret:
+    """A secret name with its versions in creation order (latest last) and its delete state."""
+
+    name: str
+    versions: list[SecretVersion] = field(default_factory=list)
+    deleted_date: int | None = None
+    scheduled_purge: int | None = None
+
+    @property
+    def latest(self) -> SecretVersion:
+        return self.versions[-1]
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_date is not None
+
+    def version(self, version: str) -> SecretVersion | None:
+        for v in self.versions:
+            if v.version == version:
+                return v
+        return None
+
+    def to_doc(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Secret:
+        versions = [SecretVersion(**v) for v in doc["versions"]]
+        return cls(doc["name"], versions, doc["deleted_date"], doc["scheduled_purge"])
+
+
+def check_name(name: str) -> str:
+    """Validate a secret name; return its lookup key (names are case-insensitive)."""
+    if not NAME_RE.match(name):
+        raise ServiceError.invalid_name(name)
+    return name.lower()
+
+
+def _check_value(value: str) -> None:
+    if len(value.encode("utf-8")) > MAX_VALUE_BYTES:
+        raise ServiceError.bad_parameter(
+            f"The secret value exceeds the maximum allowed size of {MAX_VALUE_BYTES} bytes."
+        )
+
+
+def _check_content_type(content_type: str | None) -> None:
+    if content_type is not None and len(content_type) > MAX_CONTENT_TYPE:
+        raise ServiceError.bad_parameter(
+            f"The content type exceeds the maximum allowed length of {MAX_CONTENT_TYPE} characters."
+        )
+
+
+_UNSET: Any = object()
+
+
+class _Database:
+    """SQLite file holding one row per (vault, secret). Used from one thread at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS secrets (vault TEXT NOT NULL, key TEXT NOT NULL, "
+            "doc TEXT NOT NULL, PRIMARY KEY (vault, key))"
+        )
+        self._conn.execute("CREATE TABLE IF NOT EXISTS vaults (name TEXT PRIMARY KEY)")
+        self._lock = threading.Lock()
+
+    def load(self) -> Iterator[tuple[str, str, str]]:
+        with self._lock:
+            yield from self._conn.execute("SELECT name, '', '' FROM vaults").fetchall()
+            yield from self._conn.execute("SELECT vault, key, doc FROM secrets").fetchall()
+
+    def write(self, rows: list[tuple[str, str | None, str | None]]) -> None:
+        """Apply rows ``(vault, key, doc)`` in one transaction; ``doc=None`` deletes, ``key=None``
+        registers a vault."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for vault, key, doc in rows:
+                    if key is None:
+                        self._conn.execute("INSERT OR IGNORE INTO vaults VALUES (?)", (vault,))
+                    elif doc is None:
+                        self._conn.execute(
+                            "DELETE FROM secrets WHERE vault = ? AND key = ?", (vault, key)
+                        )
+                    else:
+                        self._conn.execute(
+                            "INSERT OR REPLACE INTO secrets VALUES (?, ?, ?)", (vault, key, doc)
+                        )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class Store:
+    """All vaults of one emulator. Every method is synchronous and cheap (pure memory).
+
+    Mutations raise :class:`ServiceError` for the service's error cases. When a database is
+    attached, call :meth:`commit` / :meth:`commit_async` after a mutation to make it durable.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self._vaults: dict[str, dict[str, Secret]] = {}
+        self._dirty: dict[tuple[str, str | None], None] = {}
+        self._db: _Database | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        if path is not None:
+            self._db = _Database(path)
+            # One writer thread keeps commits in submission order without blocking the loop.
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvemu-sqlite")
+            for vault, key, doc in self._db.load():
+                secrets = self._vaults.setdefault(vault, {})
+                if key:
+                    secrets[key] = Secret.from_doc(json.loads(doc))
+
+    @property
+    def vault_names(self) -> list[str]:
+        return list(self._vaults)
+
+    def close(self) -> None:
+        """Flush pending writes and close the database. Idempotent."""
+        if self._db is not None:
+            self.commit()
+            assert self._writer is not None
+            self._writer.shutdown(wait=True)
+            self._db.close()
+            self._db = None
+
+    # -- durability ----------------------------------------------------------------------------
+
+    def _mark(self, vault: str, key: str | None) -> None:
+        if self._db is not None:
+            self._dirty[(vault, key)] = None
+
+    def _take_rows(self) -> list[tuple[str, str | None, str | None]]:
+        rows: list[tuple[str, str | None, str | None]] = []
+        for vault, key in self._dirty:
+            if key is None:
+                rows.append((vault, None, None))
+                continue
+            secret = self._vaults.get(vault, {}).get(key)
+            rows.append((vault, key, None if secret is None else json.dumps(secret.to_doc())))
+        self._dirty.clear()
+        return rows
+
+    def commit(self) -> None:
+        """Write pending changes now, on the calling thread."""
+        if self._db is not None and self._dirty:
+            self._db.write(self._take_rows())
+
+    async def commit_async(self) -> None:
+        """Write pending changes on the writer thread; returns once they are durable."""
+        if self._db is None or not self._dirty:
+            return
+        assert self._writer is not None
+        rows = self._take_rows()  # snapshot on the loop thread; order is kept by the one writer
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._db.write, rows)
+
+    # -- vaults --------------------------------------------------------------------------------
+
+    def add_vault(self, vault: str) -> None:
+        if vault not in self._vaults:
+            self._vaults[vault] = {}
+            self._mark(vault, None)
+
+    def _secrets(self, vault: str) -> dict[str, Secret]:
+        try:
+            return self._vaults[vault]
+        except KeyError:
+            raise KeyError(f"no vault named {vault!r}") from None
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def _active(self, vault: str, name: str) -> Secret:
+        secret = self._secrets(vault).get(check_name(name))
+        if secret is None or secret.deleted:
+            raise ServiceError.secret_not_found(name)
+        return secret
+
+    def _deleted(self, vault: str, name: str) -> Secret:
+        secret = self._secrets(vault).get(check_name(name))
+        if secret is None or not secret.deleted:
+            raise ServiceError.deleted_secret_not_found(name)
+        return secret
+
+    def get_version(self, vault: str, name: str, version: str = "") -> tuple[Secret, SecretVersion]:
+        """The latest (empty ``version``) or a given version of an active secret."""
+        secret = self._active(vault, name)
+        if not version:
+            return secret, secret.latest
+        found = secret.version(version.lower())
+        if found is None:
+            raise ServiceError.secret_not_found(f"{name}/{version}")
+        return secret, found
+
+    def get_value(self, vault: str, name: str, version: str = "") -> tuple[Secret, SecretVersion]:
+        """Like :meth:`get_version`, but a disabled version is 403 ``SecretDisabled``."""
+        secret, found = self.get_version(vault, name, version)
+        if not found.enabled:
+            raise ServiceError.disabled()
+        return secret, found
+
+    def list_secrets(self, vault: str) -> list[Secret]:
+        """Active secrets, sorted by lookup key (disabled ones included)."""
+        items = self._secrets(vault).items()
+        return [s for _, s in sorted(items) if not s.deleted]
+
+    def list_versions(self, vault: str, name: str) -> tuple[Secret, list[SecretVersion]]:
+        secret = self._active(vault, name)
+        return secret, list(secret.versions)
+
+    def list_deleted(self, vault: str) -> list[Secret]:
+        items = self._secrets(vault).items()
+        return [s for _, s in sorted(items) if s.deleted]
+
+    def get_deleted(self, vault: str, name: str) -> Secret:
+        return self._deleted(vault, name)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def set(
+        self,
+        vault: str,
+        name: str,
+        value: str,
+        *,
+        content_type: str | None = None,
+        tags: dict[str, str] | None = None,
+        enabled: bool = True,
+        not_before: int | None = None,
+        expires: int | None = None,
+    ) -> tuple[Secret, SecretVersion]:
+        """Add a new version (creating the secret if needed)."""
+        key = check_name(name)
+        _check_value(value)
+        _check_content_type(content_type)
+        secrets = self._secrets(vault)
+        secret = secrets.get(key)
+        if secret is not None and secret.deleted:
+            raise ServiceError.deleted_but_recoverable(secret.name)
+        if secret is None:
+            secret = secrets[key] = Secret(name)
+        now = _now()
+        version = SecretVersion(
+            new_version(),
+            value,
+            content_type,
+            dict(tags) if tags is not None else None,
+            enabled,
+            not_before,
+            expires,
+            now,
+            now,
+        )
+        secret.versions.append(version)
+        self._mark(vault, key)
+        return secret, version
+
+    def update(
+        self,
+        vault: str,
+        name: str,
+        version: str = "",
+        *,
+        content_type: str | None = _UNSET,
+        tags: dict[str, str] | None = _UNSET,
+        enabled: bool | None = None,
+        not_before: int | None = _UNSET,
+        expires: int | None = _UNSET,
+    ) -> tuple[Secret, SecretVersion]:
+        """Change properties of one version; arguments left out stay unchanged."""
+        secret, found = self.get_version(vault, name, version)
+        if content_type is not _UNSET:
+            _check_content_type(content_type)
+            found.content_type = content_type
+        if tags is not _UNSET:
+            found.tags = dict(tags) if tags is not None else None
+        if enabled is not None:
+            found.enabled = enabled
+        if not_before is not _UNSET:
+            found.not_before = not_before
+        if expires is not _UNSET:
+            found.expires = expires
+        found.updated = _now()
+        self._mark(vault, check_name(name))
+        return secret, found
+
+    def delete(self, vault: str, name: str) -> Secret:
+        """Soft-delete all versions; visible under the deleted secrets at once."""
+        secret = self._active(vault, name)
+        secret.deleted_date = _now()
+        secret.scheduled_purge = secret.deleted_date + RECOVERABLE_DAYS * _DAY
+        self._mark(vault, check_name(name))
+        return secret
+
+    def recover(self, vault: str, name: str) -> Secret:
+        secret = self._deleted(vault, name)
+        secret.deleted_date = None
+        secret.scheduled_purge = None
+        self._mark(vault, check_name(name))
+        return secret
+
+    def purge(self, vault: str, name: str) -> None:
+        self._deleted(vault, name)
+        key = check_name(name)
+        del self._secrets(vault)[key]
+        self._mark(vault, key)
+
+    # -- backup / restore ----------------------------------------------------------------------
+
+    def backup(self, vault: str, name: str) -> bytes:
+        """An opaque blob holding every version of an active secret."""
+        secret = self._active(vault, name)
+        doc = secret.to_doc()
+        doc["deleted_date"] = doc["scheduled_purge"] = None
+        nonce = _random.token_bytes(12)
+        sealed = AESGCM(_BACKUP_KEY).encrypt(nonce, zlib.compress(json.dumps(doc).encode()), None)
+        return _BACKUP_PREFIX + nonce + sealed
+
+    def restore(self, vault: str, blob: bytes) -> Secret:
+        """Restore a :meth:`backup` blob; 409 if the name exists (active or deleted)."""
+        try:
+            if not blob.startswith(_BACKUP_PREFIX):
+                raise ValueError("bad prefix")
+            rest = blob[len(_BACKUP_PREFIX) :]
+            plain = AESGCM(_BACKUP_KEY).decrypt(rest[:12], rest[12:], None)
+            secret = Secret.from_doc(json.loads(zlib.decompress(plain)))
+            key = check_name(secret.name)
+        except (ValueError, InvalidTag, zlib.error, KeyError, TypeError, ServiceError):
+            raise ServiceError.bad_parameter("Backup blob could not be decrypted.") from None
+        secrets = self._secrets(vault)
+        if key in secrets:
+            raise ServiceError.restore_conflict(secret.name)
+        secrets[key] = secret
+        self._mark(vault, key)
+        return secret
+
+
+def b64url_encode(data: bytes) -> str:
+    """base64url without padding, as Key Vault sends binary values."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Inverse of :func:`b64url_encode`; raises ``ValueError`` on malformed input."""
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("not base64url") from exc

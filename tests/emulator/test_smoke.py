@@ -1,0 +1,54 @@
+"""The first round trip: the real aio SecretClient against the emulator over TLS."""
+
+from __future__ import annotations
+
+import pytest
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from kvconfig.emulator import KeyVaultEmulator
+
+
+async def test_set_get_list_with_the_real_aio_client(keyvault_emulator: KeyVaultEmulator) -> None:
+    emu = keyvault_emulator
+    async with emu.secret_client() as client:
+        created = await client.set_secret("Db-Password", "s3cret", content_type="text/plain")
+        assert created.value == "s3cret"
+        assert created.properties.version is not None
+        assert len(created.properties.version) == 32
+        assert created.id == f"{emu.vault_url}/secrets/Db-Password/{created.properties.version}"
+
+        latest = await client.get_secret("db-password")  # case-insensitive, case kept
+        assert latest.name == "Db-Password"
+        assert latest.value == "s3cret"
+        by_version = await client.get_secret("db-password", created.properties.version)
+        assert by_version.value == "s3cret"
+
+        emu.seed({f"s{i:02d}": str(i) for i in range(30)})
+        names = [p.name async for p in client.list_properties_of_secrets()]
+        assert len(names) == 31
+
+        with pytest.raises(ResourceNotFoundError):
+            await client.get_secret("missing")
+
+        emu.update_secret("s01", enabled=False)
+        with pytest.raises(HttpResponseError) as info:
+            await client.get_secret("s01")
+        assert info.value.status_code == 403
+        assert info.value.error is not None
+        assert info.value.error.code == "Forbidden"
+
+    statuses = [(r.method, r.status) for r in emu.requests]
+    assert statuses[:2] == [("PUT", 401), ("PUT", 200)]
+    lists = [r for r in emu.requests if r.path == "/secrets" and r.method == "GET"]
+    assert len(lists) == 2  # 31 secrets, 25 per page
+    assert all(r.vault == "default" for r in emu.requests)
+
+
+async def test_faults_latency_and_fail_next(keyvault_emulator: KeyVaultEmulator) -> None:
+    emu = keyvault_emulator
+    emu.seed({"a": "1"})
+    emu.faults.latency(5)
+    emu.faults.fail_next(2, status=503)
+    async with emu.secret_client(retry_backoff_factor=0.01) as client:
+        assert (await client.get_secret("a")).value == "1"
+    assert [r.status for r in emu.requests] == [503, 503, 401, 200]
