@@ -13,14 +13,26 @@ from kvconfig._errors import (
     VaultPermissionError,
     VaultUnavailableError,
 )
+from kvconfig._fetch import FetchedSecret, SecretStatus
+from kvconfig._names import PlannedSecret, SettingsPlan
+from kvconfig._secret import Secret
+from kvconfig._source import KeyVaultSettingsSource
+from kvconfig._vault import KeyVault
 
 __all__ = [
     "ClosedError",
     "ConfigurationError",
+    "FetchedSecret",
     "InvalidSecretNameError",
+    "KeyVault",
+    "KeyVaultSettingsSource",
     "KvConfigError",
     "MissingSettingError",
+    "PlannedSecret",
+    "Secret",
     "SecretNameCollisionError",
+    "SecretStatus",
+    "SettingsPlan",
     "SettingsValidationError",
     "VaultAuthenticationError",
     "VaultError",

@@ -1,0 +1,375 @@
+"""``KeyVault``: one vault, one client, one session; loads Settings classes from it.
+
+Internals (for code building on this module, e.g. refresh):
+
+- ``KeyVault._fetcher`` (:class:`kvconfig._fetch.SecretFetcher`) owns the client calls, the retry
+  policy, priming, single-flight and the :class:`~kvconfig._fetch.SecretCache`
+  (``KeyVault._fetcher.cache``). ``await fetcher.fetch(refs, max_age=0)`` re-reads bypassing the
+  cache; results are :class:`~kvconfig._fetch.FetchedSecret` keyed by ``SecretRef.key``.
+- :func:`kvconfig._names.plan_settings` maps a Settings class to its
+  :class:`~kvconfig._names.SettingsPlan` (cached); ``plan.refs`` is what to fetch.
+- :meth:`KeyVault._build` turns a plan plus fetched secrets into a validated Settings instance
+  (pydantic-settings precedence, kvconfig errors); it does no I/O.
+- Everything is created lazily on first use inside the running loop (``_open()``), so a
+  ``KeyVault`` can be constructed anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Mapping
+from datetime import timedelta
+from os import PathLike
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import aiohttp
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.keyvault.secrets.aio import SecretClient
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SecretsSettingsSource
+from pydantic_settings.exceptions import SettingsError
+from pydantic_settings.sources import DefaultSettingsSource
+
+from kvconfig._client import (
+    build_secret_client,
+    build_session,
+    build_ssl_context,
+    vault_host,
+)
+from kvconfig._errors import (
+    ClosedError,
+    ConfigurationError,
+    MissingSettingError,
+    SettingsValidationError,
+)
+from kvconfig._fetch import FetchedSecret, FetchResult, SecretCache, SecretFetcher, SecretStatus
+from kvconfig._names import (
+    SettingsPlan,
+    is_valid_secret_name,
+    plan_settings,
+)
+from kvconfig._source import KeyVaultSettingsSource
+
+__all__ = ["KeyVault"]
+
+logger = logging.getLogger("kvconfig")
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def _seconds(value: float | timedelta, name: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0:
+        raise ConfigurationError(f"{name} must not be negative, got {seconds}")
+    return seconds
+
+
+class KeyVault:
+    """An Azure Key Vault to load pydantic-settings classes from.
+
+    ::
+
+        async with KeyVault(vault_url, DefaultAzureCredential()) as vault:
+            settings = await vault.load(Settings)
+
+    Args:
+        vault_url: ``https://<name>.vault.azure.net`` (or an emulator's URL).
+        credential: An async ``AsyncTokenCredential`` (``azure.identity.aio``).
+        ca_file: PEM file of an extra CA to trust (the emulator, a TLS-inspecting proxy).
+        ssl_context: A ready client SSL context instead of ``ca_file``.
+        prefix: Prepended to every field-derived secret name (``"prod-"``); not to explicit
+            ``Secret("name")`` names.
+        max_concurrency: Requests in flight at most (also the connection pool size).
+        ttl: Seconds (or ``timedelta``) a fetched secret is reused by later loads; ``0``
+            disables the cache. Concurrent loads always share requests in flight.
+        startup_timeout: How long transient failures (429, 5xx, network) are retried before
+            :class:`~kvconfig.VaultUnavailableError`.
+        request_timeout: Connect and read timeout of one request, in seconds.
+        retry_backoff: First backoff ceiling (doubles per attempt, full jitter, capped by
+            ``retry_backoff_max``); a ``Retry-After`` from the vault takes precedence.
+        retry_backoff_max: Largest backoff ceiling.
+        close_credential: Close ``credential`` on :meth:`aclose` (``False`` to keep a shared one).
+        trust_env: Honour proxy environment variables and ``.netrc`` (costs ~1 ms CPU per
+            request, so off by default).
+        api_version: Key Vault API version, default: the SDK's.
+
+    ``aclose()`` (or leaving ``async with``) closes the client, the session and the credential;
+    it is idempotent. Any use afterwards raises :class:`~kvconfig.ClosedError`.
+    """
+
+    def __init__(
+        self,
+        vault_url: str,
+        credential: AsyncTokenCredential,
+        *,
+        ca_file: str | PathLike[str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        prefix: str = "",
+        max_concurrency: int = 64,
+        ttl: float | timedelta = 300.0,
+        startup_timeout: float | timedelta = 30.0,
+        request_timeout: float | timedelta = 10.0,
+        retry_backoff: float | timedelta = 0.25,
+        retry_backoff_max: float | timedelta = 8.0,
+        close_credential: bool = True,
+        trust_env: bool = False,
+        api_version: str | None = None,
+    ) -> None:
+        vault_url = vault_url.rstrip("/")
+        vault_host(vault_url)  # validates the URL
+        if prefix and not is_valid_secret_name(prefix):
+            raise ConfigurationError(
+                f"prefix {prefix!r} cannot start a Key Vault secret name (letters, digits, '-')"
+            )
+        if max_concurrency < 1:
+            raise ConfigurationError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if ca_file is not None and ssl_context is not None:
+            raise ConfigurationError("pass ca_file or ssl_context, not both")
+        self._vault_url = vault_url
+        self._credential = credential
+        self._prefix = prefix
+        self._max_concurrency = max_concurrency
+        self._ttl = _seconds(ttl, "ttl")
+        self._startup_timeout = _seconds(startup_timeout, "startup_timeout")
+        self._request_timeout = _seconds(request_timeout, "request_timeout")
+        self._retry_backoff = _seconds(retry_backoff, "retry_backoff")
+        self._retry_backoff_max = _seconds(retry_backoff_max, "retry_backoff_max")
+        self._close_credential = close_credential
+        self._trust_env = trust_env
+        self._api_version = api_version
+        # Built now (file I/O, CA errors surface early); the session is built in the loop.
+        self._ssl_context = ssl_context if ssl_context is not None else build_ssl_context(ca_file)
+        self._session: aiohttp.ClientSession | None = None
+        self._client: SecretClient | None = None
+        self._fetcher: SecretFetcher | None = None
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client, the session and (unless ``close_credential=False``) the credential.
+
+        Safe to call more than once.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._fetcher is not None:
+                await self._fetcher.aclose()
+            if self._client is not None:
+                await self._client.close()
+        finally:
+            try:
+                if self._session is not None:
+                    await self._session.close()
+            finally:
+                if self._close_credential:
+                    await self._credential.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` has been called."""
+        return self._closed
+
+    @property
+    def vault_url(self) -> str:
+        """The vault's URL (no trailing slash)."""
+        return self._vault_url
+
+    @property
+    def prefix(self) -> str:
+        """The prefix of field-derived secret names."""
+        return self._prefix
+
+    def __repr__(self) -> str:
+        return f"KeyVault({self._vault_url!r})"
+
+    def _open(self) -> SecretFetcher:
+        if self._closed:
+            raise ClosedError(f"{self!r} is closed")
+        if self._fetcher is None:
+            self._session = build_session(
+                self._ssl_context, limit=self._max_concurrency, trust_env=self._trust_env
+            )
+            self._client = build_secret_client(
+                self._vault_url,
+                self._credential,
+                self._session,
+                trust_env=self._trust_env,
+                api_version=self._api_version,
+            )
+            self._fetcher = SecretFetcher(
+                self._client,
+                vault_url=self._vault_url,
+                cache=SecretCache(self._ttl),
+                max_concurrency=self._max_concurrency,
+                startup_timeout=self._startup_timeout,
+                request_timeout=self._request_timeout,
+                retry_backoff=self._retry_backoff,
+                retry_backoff_max=self._retry_backoff_max,
+            )
+        return self._fetcher
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def plan(self, settings_cls: type[BaseSettings]) -> SettingsPlan:
+        """Which secrets :meth:`load` would request for ``settings_cls`` (no I/O)."""
+        return plan_settings(settings_cls, self._prefix)
+
+    async def load(self, settings_cls: type[SettingsT], /, **init_kwargs: Any) -> SettingsT:
+        """Fetch the secrets ``settings_cls`` needs and return a validated instance.
+
+        Init kwargs, environment variables and ``.env`` take precedence over vault values, which
+        take precedence over file secrets and defaults.
+
+        Raises:
+            ConfigurationError: The class cannot be mapped to secret names (before any request).
+            MissingSettingError: A required field has no value from any source.
+            SettingsValidationError: Values do not validate (fields named, values never shown).
+            VaultAuthenticationError, VaultPermissionError: Refused; not retried.
+            VaultUnavailableError: Transient failures outlasted ``startup_timeout``.
+            ClosedError: The vault was closed.
+        """
+        started = time.perf_counter()
+        plan = self.plan(settings_cls)
+        fetcher = self._open()
+        result = await fetcher.fetch(plan.refs)
+        self._log_load(settings_cls, plan, result, started)
+        return self._build(settings_cls, plan, result.secrets, init_kwargs)
+
+    def _build(
+        self,
+        settings_cls: type[SettingsT],
+        plan: SettingsPlan,
+        secrets: Mapping[tuple[str, str | None], FetchedSecret],
+        init_kwargs: dict[str, Any],
+    ) -> SettingsT:
+        """Validate ``settings_cls`` from its usual sources plus the fetched secrets. No I/O."""
+        try:
+            sources, kwargs = settings_cls._settings_init_sources(_init_kwargs=init_kwargs)
+            ours = [s for s in sources if isinstance(s, KeyVaultSettingsSource)]
+            if ours:
+                for source in ours:
+                    source._bind(plan, secrets)
+            else:
+                source = KeyVaultSettingsSource(settings_cls)
+                source._bind(plan, secrets)
+                sources = _insert_source(sources, source)
+            return settings_cls(_build_sources=(sources, kwargs))
+        except ValidationError as exc:
+            raise self._validation_error(settings_cls, plan, exc) from None
+        except SettingsError as exc:
+            # pydantic-settings' own parse errors name the field and source, never the value;
+            # drop the chained exception, which can hold the raw input.
+            raise SettingsValidationError(str(exc)) from None
+
+    def _validation_error(
+        self, settings_cls: type[BaseSettings], plan: SettingsPlan, exc: ValidationError
+    ) -> SettingsValidationError:
+        errors = exc.errors(include_input=False, include_url=False, include_context=False)
+        lines: list[str] = []
+        missing_only = True
+        for error in errors:
+            loc = tuple(error["loc"])
+            where = ".".join(str(part) for part in loc) or settings_cls.__name__
+            if error["type"] == "missing":
+                names = ", ".join(repr(s.name) for s in plan.secrets_for_location(loc))
+                tried = f"secret(s) {names}" if names else "no secret (not mapped)"
+                lines.append(
+                    f"{where}: required, but no init argument, environment variable or dotenv "
+                    f"entry set it, and the vault {self._vault_url} had none of {tried}"
+                )
+            else:
+                missing_only = False
+                lines.append(f"{where}: {error['msg']}")
+        cls = MissingSettingError if missing_only else SettingsValidationError
+        count = len(errors)
+        message = (
+            f"{count} error{'s' if count != 1 else ''} loading {settings_cls.__name__} from "
+            f"{self._vault_url}:\n  " + "\n  ".join(lines)
+        )
+        safe: list[dict[str, object]] = [
+            {"type": e["type"], "loc": tuple(e["loc"]), "msg": e["msg"]} for e in errors
+        ]
+        return cls(message, errors=safe)
+
+    def _log_load(
+        self,
+        settings_cls: type[BaseSettings],
+        plan: SettingsPlan,
+        result: FetchResult,
+        started: float,
+    ) -> None:
+        counts = dict.fromkeys(SecretStatus, 0)
+        fields_by_key: dict[tuple[str, str | None], list[str]] = {}
+        for planned in plan.secrets:
+            fields_by_key.setdefault(planned.ref.key, []).append(planned.field)
+        for key, secret in result.secrets.items():
+            counts[secret.status] += 1
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "secret %s version %s: %s", secret.name, secret.version, secret.status.value
+                )
+            fields = ", ".join(fields_by_key.get(key, ()))
+            if secret.status is SecretStatus.DISABLED:
+                logger.warning(
+                    "secret %s in %s is disabled; treated as missing (field %s)",
+                    secret.name,
+                    self._vault_url,
+                    fields,
+                )
+            elif secret.found and secret.is_expired():
+                logger.warning(
+                    "secret %s in %s expired on %s; Key Vault still serves it (field %s)",
+                    secret.name,
+                    self._vault_url,
+                    secret.expires_on,
+                    fields,
+                )
+            elif secret.found and secret.is_not_yet_valid():
+                logger.warning(
+                    "secret %s in %s is not valid before %s; Key Vault serves it anyway (field %s)",
+                    secret.name,
+                    self._vault_url,
+                    secret.not_before,
+                    fields,
+                )
+        logger.info(
+            "loaded %s from %s: %d secrets requested, %d found, %d missing, %d disabled, "
+            "%d requests, %.1f ms",
+            settings_cls.__name__,
+            self._vault_url,
+            len(result.secrets),
+            counts[SecretStatus.FOUND],
+            counts[SecretStatus.MISSING],
+            counts[SecretStatus.DISABLED],
+            result.requests,
+            (time.perf_counter() - started) * 1000,
+        )
+
+
+def _insert_source(sources: tuple[Any, ...], source: KeyVaultSettingsSource) -> tuple[Any, ...]:
+    """Put the vault source right before file secrets, else right before the defaults."""
+    for index, existing in enumerate(sources):
+        if isinstance(existing, SecretsSettingsSource):
+            return (*sources[:index], source, *sources[index:])
+    for index, existing in enumerate(sources):
+        if isinstance(existing, DefaultSettingsSource):
+            return (*sources[:index], source, *sources[index:])
+    return (*sources, source)
