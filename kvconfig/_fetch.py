@@ -179,9 +179,10 @@ class _Unavailable(NamedTuple):
 class _Flight:
     """One in-flight read of one secret, shared by every caller that needs it."""
 
-    __slots__ = ("attempts", "task", "waiters")
+    __slots__ = ("attempts", "key", "task", "waiters")
 
-    def __init__(self) -> None:
+    def __init__(self, key: CacheKey) -> None:
+        self.key = key
         self.attempts = 0
         self.waiters = 0
         self.task: asyncio.Task[FetchedSecret | _Unavailable]
@@ -223,7 +224,7 @@ class SecretFetcher:
         self._backoff_max = retry_backoff_max
         self._flights: dict[CacheKey, _Flight] = {}
         self._authenticated = False
-        self._prime_lock = asyncio.Lock()
+        self._priming: _Flight | None = None
         self._closed = False
         self.total_requests = 0
 
@@ -250,7 +251,9 @@ class SecretFetcher:
         try:
             todo = [key for key in wanted if key not in results]
             if todo and not self._authenticated:
-                await self._prime(wanted, todo, results, flights, deadline, max_age)
+                await self._prime(wanted, todo, flights, deadline)
+                await self._wait(flights)  # raises a permanent error of the priming request
+                self._from_cache({k: wanted[k] for k in todo if k not in flights}, results, max_age)
                 todo = [key for key in wanted if key not in results and key not in flights]
                 if any(isinstance(f.task.result(), _Unavailable) for f, _ in flights.values()):
                     todo = []  # the vault is not answering: do not fan out into the outage
@@ -317,27 +320,40 @@ class SecretFetcher:
         self,
         wanted: dict[CacheKey, SecretRef],
         todo: list[CacheKey],
-        results: dict[CacheKey, FetchedSecret],
         flights: dict[CacheKey, tuple[_Flight, bool]],
         deadline: float,
-        max_age: float | None,
     ) -> None:
-        """Send one request alone so the challenge and token are paid once, not per secret."""
-        async with self._prime_lock:
-            if self._authenticated:
-                # Another caller primed while we waited; its results may already be cached.
-                self._from_cache({k: wanted[k] for k in todo}, results, max_age)
+        """Send one request alone so the challenge and token are paid once, not per secret.
+
+        A caller arriving while another primes waits for that request (sharing it when it is
+        for a secret it needs too) instead of sending its own unauthenticated requests.
+        """
+        while not self._authenticated:
+            priming = self._priming
+            if priming is None or priming.task.done():
+                key = todo[0]
+                flights[key] = self._join(key, wanted[key], deadline)
+                flight = flights[key][0]
+                self._priming = flight
+                try:
+                    await asyncio.wait([flight.task])
+                finally:
+                    if self._priming is flight:
+                        self._priming = None
                 return
-            key = todo[0]
-            flights[key] = self._join(key, wanted[key], deadline)
-            await self._wait({key: flights[key]})
+            if priming.key in wanted and priming.key not in flights:
+                priming.waiters += 1
+                flights[priming.key] = (priming, False)
+            await asyncio.wait([priming.task])
+            if priming.key in flights:
+                return  # its outcome is ours: the caller handles failures
 
     def _join(self, key: CacheKey, ref: SecretRef, deadline: float) -> tuple[_Flight, bool]:
         """Join the flight for ``key``, starting one if none is usable. True = started here."""
         flight = self._flights.get(key)
         started_here = False
         if flight is None or flight.task.cancelled():
-            flight = _Flight()
+            flight = _Flight(key)
             flight.task = asyncio.create_task(self._read(key, ref, deadline, flight))
             flight.task.add_done_callback(functools.partial(self._landed, key, flight))
             self._flights[key] = flight
