@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import enum
 import ipaddress
@@ -172,7 +173,9 @@ class KeyVaultEmulator:
         server = VaultServer(
             self._store, self.faults, self._issuer, self._vault_for_port, self.requests
         )
-        self._runner = web.AppRunner(server.app(), handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(
+            server.app(), handle_signals=False, access_log=None, shutdown_timeout=2.0
+        )
         await self._runner.setup()
         self._identity_runner = web.AppRunner(
             identity_app(self._issuer, self.identity_header), handle_signals=False, access_log=None
@@ -202,13 +205,26 @@ class KeyVaultEmulator:
         self._state = _State.CLOSED
         for runner in (self._runner, self._identity_runner):
             if runner is not None:
-                await runner.cleanup()
+                await self._stop_runner(runner)
         self._runner = self._identity_runner = None
         if self._store is not None:
             self._store.close()
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
+
+    @staticmethod
+    async def _stop_runner(runner: web.AppRunner) -> None:
+        handlers = list(runner.server.connections) if runner.server is not None else []
+        transports = [h.transport for h in handlers if h.transport is not None]
+        await runner.cleanup()
+        # A TLS close waits for the peer's close_notify; a client that is gone or blocked (the
+        # sync SDK on another thread) would leave the socket to the garbage collector once the
+        # loop ends. Abort what is left, then let the loop run the close callbacks.
+        for transport in transports:
+            transport.abort()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
 
     def _require_open(self) -> None:
         if self._state is not _State.OPENED or self._runner is None:
