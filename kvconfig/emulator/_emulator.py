@@ -290,17 +290,16 @@ class KeyVaultEmulator:
         return self._identity_endpoint
 
     def environment(self) -> dict[str, str]:
-        """Environment for a child process: vault URL, CA trust and managed identity."""
-        env = {
-            "VAULT_URL": self.vault_url,
-            "SSL_CERT_FILE": str(self.ca_file),
-            "REQUESTS_CA_BUNDLE": str(self.ca_file),
-            "IDENTITY_ENDPOINT": self.identity_endpoint,
-            "IDENTITY_HEADER": self.identity_header,
-        }
+        """Environment for a child process: vault URLs (``VAULT_URL``, ``VAULT_URL_<NAME>``), CA
+        trust (``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``) and managed identity
+        (``IDENTITY_ENDPOINT``, ``IDENTITY_HEADER``)."""
+        env = {"VAULT_URL": self.vault_url}
         for name, url in self._vault_urls.items():
             if name != DEFAULT_VAULT:
                 env[f"VAULT_URL_{name.upper().replace('-', '_')}"] = url
+        env["SSL_CERT_FILE"] = env["REQUESTS_CA_BUNDLE"] = str(self.ca_file)
+        env["IDENTITY_ENDPOINT"] = self.identity_endpoint
+        env["IDENTITY_HEADER"] = self.identity_header
         return env
 
     def ssl_context(self) -> ssl.SSLContext:
