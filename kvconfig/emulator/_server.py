@@ -276,7 +276,9 @@ class VaultServer:
         except _Reset:
             if request.transport is not None:
                 request.transport.abort()
-            raise
+            # aiohttp's write to the aborted transport fails quietly (a raise would be logged
+            # as a handler error); the log records status 0.
+            return web.Response(status=500)
         finally:
             self._requests.append(
                 RequestRecord(
