@@ -2,7 +2,36 @@
 
 Public names: :class:`KeyVaultEmulator`, :class:`CertificateAuthority`, :class:`RequestRecord`,
 :class:`Faults`, :class:`ServiceError`, :class:`EmulatorThread` (for sync code).
-Run one from the shell with ``kvconfig emulator``.
+Run one from the shell with ``kvconfig emulator``; in tests use the ``keyvault_emulator`` fixture
+(:mod:`kvconfig.pytest_plugin`).
+
+Behaviour worth knowing (decisions where the real service is undocumented):
+
+- Vaults are told apart by authority: each named vault listens on its own port; ids are built
+  from the request's ``Host`` (``https://127.0.0.1:PORT/secrets/{name}/{version}``).
+- Auth: a missing, empty, malformed or foreign bearer gets 401 ``Unauthorized`` with the real
+  ``WWW-Authenticate`` challenge, decided from the header alone before routing or reading the
+  body. Only HMAC-signed tokens of this emulator are accepted (24 h lifetime).
+- ``maxresults`` outside 1..25 is refused with 400 ``BadParameter`` (not clamped), so code that
+  passes here does not depend on larger pages than the spec allows. ``$skiptoken`` is an opaque
+  base64url marker; ``nextLink`` is absolute.
+- Deletes are visible at once (the SDK poller finishes on its first poll), so 409
+  ``ObjectIsBeingRecovered`` never occurs. Soft-delete is always on (``Recoverable+Purgeable``,
+  90 days), as on real vaults since 2025; nothing is purged automatically.
+- Own wording (real text unknown), all Azure-shaped: invalid or missing api-version, malformed
+  JSON, non-object body, missing ``value``, over-size value (> 25 KiB of UTF-8) or content type
+  (> 255 characters) -> 400 ``BadParameter``; wrong content type -> 415
+  ``UnsupportedMediaType``; body over 1 MiB -> 413; unknown route -> 404 ``NotFound``; wrong
+  method -> 405 ``MethodNotAllowed`` with ``Allow``; restore over an existing name -> 409
+  ``Conflict``; bad backup blob -> 400 ``BadParameter``.
+- Backup blobs carry the real prefix and AES-GCM-sealed JSON under a constant key: opaque and
+  tamper-evident, restorable into any emulator, not confidential.
+- ``exp``/``nbf`` are stored and returned but not enforced (as on the real service).
+- Injected faults: 429 ``Throttled`` (real message), 500 ``InternalServerError``, 503
+  ``ServiceUnavailable``; ``Retry-After`` only when asked for. ``RequestRecord.status`` is 0 for
+  a connection reset on purpose.
+- With ``data=``, SQLite (WAL, ``synchronous=FULL``) commits each write in one transaction on
+  a single writer thread before the response is sent; reads are served from memory.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import shlex
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,13 +53,18 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of the sub-command."""
-    return asyncio.run(_serve(args))
+    try:
+        return asyncio.run(_serve(args))
+    except (OSError, sqlite3.Error) as exc:  # port in use, unusable data file, ...
+        print(f"kvconfig emulator: {exc}", file=sys.stderr)
+        return 1
 
 
 async def _serve(args: argparse.Namespace) -> int:
     ca: CertificateAuthority | None = None
     ca_file: Path | None = None
     if args.data is not None:
+        args.data.parent.mkdir(parents=True, exist_ok=True)
         # Keep the CA next to the data so clients keep trusting it across restarts.
         ca_file = args.data.with_name(args.data.name + ".ca.pem")
         key_file = args.data.with_name(args.data.name + ".ca-key.pem")

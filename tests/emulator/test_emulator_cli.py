@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -216,3 +217,28 @@ def test_sigterm_stops_cleanly_and_removes_the_temp_ca(cli_factory: type[Cli]) -
     cli.proc.send_signal(signal.SIGTERM)
     assert cli.proc.wait(timeout=30) == 0
     assert not ca_file.exists()
+
+
+def test_startup_errors_are_one_line_not_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "kvconfig", "emulator", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr.startswith("kvconfig emulator: ") and "Traceback" not in result.stderr
+    assert result.stdout == ""
+    a_directory = tmp_path / "not-a-file"
+    a_directory.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "kvconfig", "emulator", "--data", str(a_directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
