@@ -52,3 +52,12 @@ async def test_faults_latency_and_fail_next(keyvault_emulator: KeyVaultEmulator)
     async with emu.secret_client(retry_backoff_factor=0.01) as client:
         assert (await client.get_secret("a")).value == "1"
     assert [r.status for r in emu.requests] == [503, 503, 401, 200]
+
+
+def test_public_surface_is_curated() -> None:
+    import kvconfig.emulator as package
+
+    # (pytest adds "@py_builtins"-style names to the modules it assert-rewrites)
+    public = {n for n in vars(package) if n[0] not in "_@" and n != "annotations"}
+    assert sorted(package.__all__) == package.__all__
+    assert set(package.__all__) == public
