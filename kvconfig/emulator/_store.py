@@ -234,9 +234,14 @@ class Store:
         return rows
 
     def commit(self) -> None:
-        """Write pending changes now, on the calling thread."""
+        """Write pending changes and wait until they are durable (blocks the caller).
+
+        Goes through the same single writer thread as :meth:`commit_async`, so snapshots land
+        in the order they were taken.
+        """
         if self._db is not None and self._dirty:
-            self._db.write(self._take_rows())
+            assert self._writer is not None
+            self._writer.submit(self._db.write, self._take_rows()).result()
 
     async def commit_async(self) -> None:
         """Write pending changes on the writer thread; returns once they are durable."""
