@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shlex
 import signal
 import sqlite3
@@ -26,7 +27,9 @@ def add_parser(subparsers: Any) -> None:
         description=(
             "Run a local Azure Key Vault that the unmodified Azure SDK talks to. Prints shell "
             "`export` lines (VAULT_URL, SSL_CERT_FILE, REQUESTS_CA_BUNDLE, IDENTITY_ENDPOINT, "
-            "IDENTITY_HEADER) and serves until SIGINT/SIGTERM."
+            "IDENTITY_HEADER, KVCONFIG_EMULATOR_PID), then closes stdout and serves until "
+            'SIGINT/SIGTERM. Background use: eval "$(kvconfig emulator &)"; ...; '
+            "kill $KVCONFIG_EMULATOR_PID"
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
@@ -84,9 +87,16 @@ async def _serve(args: argparse.Namespace) -> int:
     ) as emu:
         for name in args.vault:
             await emu.add_vault(name)
-        for key, value in emu.environment().items():
+        env = emu.environment()
+        env["KVCONFIG_EMULATOR_PID"] = str(os.getpid())
+        for key, value in env.items():
             print(f"export {key}={shlex.quote(value)}")
         sys.stdout.flush()
+        # Release stdout so `eval "$(kvconfig emulator &)"` returns once the exports are out
+        # (command substitution waits for every writer to close the pipe).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         print(f"kvconfig emulator: serving {emu.vault_url} (Ctrl-C to stop)", file=sys.stderr)
         await stop.wait()
     for sig in (signal.SIGINT, signal.SIGTERM):

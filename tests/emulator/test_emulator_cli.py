@@ -242,3 +242,21 @@ def test_startup_errors_are_one_line_not_a_traceback(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+def test_eval_in_background_returns_once_the_exports_are_out() -> None:
+    script = (
+        f'eval "$({shlex.quote(sys.executable)} -m kvconfig emulator 2>/dev/null &)"\n'
+        'echo "$KVCONFIG_EMULATOR_PID"\n'
+        f'{shlex.quote(sys.executable)} -c "import os, urllib.request, ssl; '
+        "ctx = ssl.create_default_context(cafile=os.environ['SSL_CERT_FILE']); "
+        "urllib.request.urlopen(os.environ['VAULT_URL'] + '/secrets?api-version=7.6', context=ctx)"
+        '" 2>&1 | grep -o "HTTP Error 401"\n'
+    )
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    lines = result.stdout.split()
+    pid = int(lines[0])
+    try:
+        assert lines[1:] == ["HTTP", "Error", "401"], result.stderr  # the challenge, over TLS
+    finally:
+        os.kill(pid, signal.SIGTERM)
