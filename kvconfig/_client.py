@@ -11,6 +11,7 @@ Why not the SDK defaults (see the service reference, section 11):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import ssl
 from os import PathLike
@@ -49,14 +50,23 @@ def is_loopback(host: str) -> bool:
 
 
 def build_ssl_context(ca_file: str | PathLike[str] | None) -> ssl.SSLContext:
-    """One client SSL context: system trust store, plus ``ca_file`` when given."""
-    context = ssl.create_default_context()
-    if ca_file is not None:
-        try:
-            context.load_verify_locations(cafile=ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigurationError(f"cannot load CA file {str(ca_file)!r}: {exc}") from exc
-    return context
+    """One client SSL context trusting ``ca_file`` if given, else the system trust store.
+
+    A ``ca_file`` *replaces* the system store, as ``requests``' ``verify=`` does: it is meant for
+    the emulator or a TLS-inspecting proxy, which present only certificates of that CA.
+    """
+    if ca_file is None:
+        return _system_context()
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"cannot load CA file {str(ca_file)!r}: {exc}") from exc
+
+
+@functools.cache
+def _system_context() -> ssl.SSLContext:
+    # Loading the system store costs milliseconds; a client context is safe to share.
+    return ssl.create_default_context()
 
 
 def build_session(

@@ -16,6 +16,7 @@ Internals (for code building on this module, e.g. refresh):
 
 from __future__ import annotations
 
+import inspect
 import logging
 import ssl
 import time
@@ -58,6 +59,13 @@ __all__ = ["KeyVault"]
 logger = logging.getLogger("kvconfig")
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+# The underscore options of BaseSettings.__init__ that configure the built-in sources.
+_SOURCE_OPTIONS = frozenset(
+    name
+    for name in inspect.signature(BaseSettings._settings_init_sources).parameters
+    if name.startswith("_") and name != "_init_kwargs"
+)
 
 
 def _seconds(value: float | timedelta, name: str) -> float:
@@ -236,7 +244,8 @@ class KeyVault:
         """Fetch the secrets ``settings_cls`` needs and return a validated instance.
 
         Init kwargs, environment variables and ``.env`` take precedence over vault values, which
-        take precedence over file secrets and defaults.
+        take precedence over file secrets and defaults. pydantic-settings' underscore options
+        (``_env_file=``, ``_secrets_dir=``, ...) work as in ``Settings(...)``.
 
         Raises:
             ConfigurationError: The class cannot be mapped to secret names (before any request).
@@ -261,8 +270,11 @@ class KeyVault:
         init_kwargs: dict[str, Any],
     ) -> SettingsT:
         """Validate ``settings_cls`` from its usual sources plus the fetched secrets. No I/O."""
+        values = dict(init_kwargs)
+        # `_env_file=`, `_secrets_dir=`, ... configure the sources, as in `Settings(...)`.
+        options = {k: values.pop(k) for k in list(values) if k in _SOURCE_OPTIONS}
         try:
-            sources, kwargs = settings_cls._settings_init_sources(_init_kwargs=init_kwargs)
+            sources, kwargs = settings_cls._settings_init_sources(_init_kwargs=values, **options)
             ours = [s for s in sources if isinstance(s, KeyVaultSettingsSource)]
             if ours:
                 for source in ours:

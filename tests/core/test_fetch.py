@@ -358,7 +358,9 @@ async def test_aclose_is_idempotent_and_use_after_close_raises(
         keyvault_emulator.vault_url, credential, ca_file=keyvault_emulator.ca_file
     ) as vault:
         await vault.load(AlphaOnly)
-    assert vault.closed and credential.closed == 1
+        session = vault._session
+        assert session is not None and not session.closed
+    assert vault.closed and credential.closed == 1 and session.closed
     await vault.aclose()
     assert credential.closed == 1
     with pytest.raises(ClosedError):

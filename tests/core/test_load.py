@@ -279,3 +279,13 @@ async def test_dotenv_beats_vault(
     keyvault_emulator.seed({"api-key": "vault", "log-level": "WARN"})
     settings = await make_vault().load(S)
     assert settings.api_key == "dotenv" and settings.log_level == "WARN"
+
+
+async def test_source_options_pass_through(
+    keyvault_emulator: KeyVaultEmulator, make_vault: VaultFactory, tmp_path: Any
+) -> None:
+    env_file = tmp_path / "custom.env"
+    env_file.write_text("API_KEY=from-custom-env\n")
+    keyvault_emulator.seed({"api-key": "vault"})
+    settings = await make_vault().load(Plain, _env_file=str(env_file))
+    assert settings.api_key.get_secret_value() == "from-custom-env"
