@@ -11,9 +11,11 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from kvconfig import (
+    InvalidSecretNameError,
     KeyVaultSettingsSource,
     MissingSettingError,
     Secret,
+    SecretNameCollisionError,
     SettingsValidationError,
 )
 from kvconfig.emulator import KeyVaultEmulator
@@ -289,3 +291,60 @@ async def test_source_options_pass_through(
     keyvault_emulator.seed({"api-key": "vault"})
     settings = await make_vault().load(Plain, _env_file=str(env_file))
     assert settings.api_key.get_secret_value() == "from-custom-env"
+
+
+async def test_invalid_name_raises_before_any_request(
+    keyvault_emulator: KeyVaultEmulator, make_vault: VaultFactory
+) -> None:
+    class S(BaseSettings):
+        dotted: str = Field("x", alias="a.b")
+
+    with pytest.raises(InvalidSecretNameError, match='"dotted"'):
+        await make_vault().load(S)
+    assert keyvault_emulator.requests == []
+
+
+async def test_collision_raises_before_any_request(
+    keyvault_emulator: KeyVaultEmulator, make_vault: VaultFactory
+) -> None:
+    class S(BaseSettings):
+        api_key: str = "a"
+        key2: Annotated[str, Secret("Api-Key")] = "b"
+
+    with pytest.raises(SecretNameCollisionError, match="api_key"):
+        await make_vault().load(S)
+    assert keyvault_emulator.requests == []
+
+
+async def test_the_issue_example_class(
+    keyvault_emulator: KeyVaultEmulator, make_vault: VaultFactory
+) -> None:
+    version = keyvault_emulator.set_secret("signing-key", "sig-old")
+    keyvault_emulator.set_secret("signing-key", "sig-new")
+    keyvault_emulator.seed(
+        {
+            "database--host": "db",
+            "database--password": "pw",
+            "api-key": "ak",
+            "payments-stripe-key": "sk",
+            "feature-flags": '{"x": true}',
+        }
+    )
+
+    class Settings(BaseSettings):
+        database: Database
+        api_key: SecretStr
+        stripe: Annotated[SecretStr, Secret("payments-stripe-key")]
+        signing_key: Annotated[SecretStr, Secret(version=version)]
+        feature_flags: dict[str, bool] = {}
+        log_level: str = "INFO"
+
+    vault = make_vault()
+    settings = await vault.load(Settings)
+    assert settings.signing_key.get_secret_value() == "sig-old"
+    assert settings.stripe.get_secret_value() == "sk"
+    assert settings.feature_flags == {"x": True}
+    assert settings.log_level == "INFO"
+    assert len([r for r in keyvault_emulator.requests if r.status == 401]) == 1
+    assert len(vault.plan(Settings)) == 9
+    assert len(keyvault_emulator.requests) == 1 + 9  # challenge + one GET per planned secret
