@@ -227,6 +227,9 @@ class SecretFetcher:
         self._priming: _Flight | None = None
         self._closed = False
         self.total_requests = 0
+        # The latest ``Retry-After`` (seconds) the vault sent: a hint for callers that back off
+        # between whole fetches (live refresh) after this fetcher gave up.
+        self.last_retry_after: float | None = None
 
     # -- public -----------------------------------------------------------------------------
 
@@ -410,6 +413,8 @@ class SecretFetcher:
                     )
             except (AzureError, TimeoutError, ValueError) as exc:
                 verdict = classify(exc, vault_url=self.vault_url, secret_name=ref.name)
+                if verdict is None:
+                    raise
                 if verdict.outcome is Outcome.PERMANENT:
                     assert verdict.error is not None
                     raise verdict.error from exc
@@ -430,6 +435,8 @@ class SecretFetcher:
                 self.cache.put(key, fetched)
                 return fetched
 
+            if verdict.retry_after is not None:
+                self.last_retry_after = verdict.retry_after
             delay = self._delay(attempt, verdict.retry_after)
             if time.monotonic() + delay > deadline:
                 logger.debug(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 from azure.core.exceptions import (
+    AzureError,
     ClientAuthenticationError,
     HttpResponseError,
     IncompleteReadError,
@@ -67,10 +68,10 @@ class Classified:
     error: VaultError | None = None
 
 
-def classify(exc: BaseException, *, vault_url: str, secret_name: str) -> Classified:
+def classify(exc: BaseException, *, vault_url: str, secret_name: str) -> Classified | None:
     """Classify an exception raised by ``SecretClient.get_secret``.
 
-    Unknown exception types are not classified here: callers let them propagate.
+    Returns ``None`` for exceptions that are not about the vault (callers re-raise them as is).
     """
     if isinstance(exc, HttpResponseError) and exc.status_code is not None:
         return _classify_status(exc, exc.status_code, vault_url=vault_url, secret_name=secret_name)
@@ -103,7 +104,14 @@ def classify(exc: BaseException, *, vault_url: str, secret_name: str) -> Classif
             vault_url=vault_url,
             secret_name=secret_name,
         )
-    raise TypeError(f"cannot classify {type(exc).__name__}") from exc
+    if isinstance(exc, AzureError):
+        return _permanent(
+            VaultError,
+            f"reading secret {secret_name!r} from vault {vault_url} failed: {type(exc).__name__}",
+            vault_url=vault_url,
+            secret_name=secret_name,
+        )
+    return None
 
 
 def _classify_status(
