@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -185,7 +186,9 @@ def _attrs(body: dict[str, Any]) -> dict[str, Any]:
         if key in attrs:
             value = attrs[key]
             if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float)
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or (isinstance(value, float) and not math.isfinite(value))  # JSON Infinity/NaN
             ):
                 raise ServiceError.bad_parameter(f"Attribute '{key}' must be Unix seconds.")
             out[arg] = None if value is None else int(value)
