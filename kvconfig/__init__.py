@@ -1,5 +1,6 @@
 """kvconfig: load pydantic-settings classes from Azure Key Vault, concurrently."""
 
+from kvconfig._changes import ChangeEvent, SecretChange
 from kvconfig._errors import (
     ClosedError,
     ConfigurationError,
@@ -14,22 +15,29 @@ from kvconfig._errors import (
     VaultUnavailableError,
 )
 from kvconfig._fetch import FetchedSecret, SecretStatus
+from kvconfig._health import Health
 from kvconfig._names import PlannedSecret, SettingsPlan
 from kvconfig._secret import Secret
 from kvconfig._source import KeyVaultSettingsSource
 from kvconfig._vault import KeyVault
+from kvconfig._watch import ChangeStream, LiveSettings
 
 __all__ = [
+    "ChangeEvent",
+    "ChangeStream",
     "ClosedError",
     "ConfigurationError",
     "FetchedSecret",
+    "Health",
     "InvalidSecretNameError",
     "KeyVault",
     "KeyVaultSettingsSource",
     "KvConfigError",
+    "LiveSettings",
     "MissingSettingError",
     "PlannedSecret",
     "Secret",
+    "SecretChange",
     "SecretNameCollisionError",
     "SecretStatus",
     "SettingsPlan",

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from os import PathLike
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
@@ -53,6 +53,10 @@ from kvconfig._names import (
     plan_settings,
 )
 from kvconfig._source import KeyVaultSettingsSource
+
+if TYPE_CHECKING:
+    from kvconfig._changes import NotYetValid, OnMissing
+    from kvconfig._watch import ChangeCallback, LiveSettings
 
 __all__ = ["KeyVault"]
 
@@ -261,6 +265,63 @@ class KeyVault:
         result = await fetcher.fetch(plan.refs)
         self._log_load(settings_cls, plan, result, started)
         return self._build(settings_cls, plan, result.secrets, init_kwargs)
+
+    def watch(
+        self,
+        settings_cls: type[SettingsT],
+        /,
+        *,
+        interval: float | timedelta = 60.0,
+        max_staleness: float | timedelta | None = None,
+        on_missing: OnMissing = "keep",
+        not_yet_valid: NotYetValid = "ignore",
+        on_change: ChangeCallback | None = None,
+        clock_skew: float | timedelta = 1.0,
+        **init_kwargs: Any,
+    ) -> LiveSettings[SettingsT]:
+        """Keep a ``settings_cls`` instance fresh: an async context manager.
+
+        ::
+
+            async with vault.watch(Settings, interval=60) as live:
+                live.current                       # latest validated Settings; no I/O
+                change = await live.refresh()      # refresh now: ChangeEvent or None
+                async for change in live.changes():
+                    ...
+
+        Entering loads like :meth:`load` (same errors) and starts one background task that
+        refreshes every ``interval`` (+-10 % jitter) at the lowest request cost, validates the
+        complete new Settings before publishing it, and keeps the last-known-good on any failure.
+
+        Args:
+            settings_cls: The Settings class.
+            interval: Seconds (or ``timedelta``) between refreshes.
+            max_staleness: Seconds without a successful refresh after which ``live.health``
+                reports unhealthy; default ``3 * interval``.
+            on_missing: A secret deleted or disabled in the vault: ``"keep"`` its last-known-good
+                value (with a warning) or fall back to other sources and the field's
+                ``"default"``.
+            not_yet_valid: A new version whose ``not_before`` is in the future: ``"ignore"`` it
+                until then, or ``"accept"`` it at once.
+            on_change: Called (and awaited, if async) with each :class:`~kvconfig.ChangeEvent`,
+                in order; its failures are logged. It must not await ``live.refresh()``.
+            clock_skew: Seconds this host's clock may differ from the vault's (see
+                :mod:`kvconfig._changes` on one-second ``updated`` times).
+            **init_kwargs: As for :meth:`load`.
+        """
+        from kvconfig._watch import LiveSettings
+
+        return LiveSettings(
+            self,
+            settings_cls,
+            interval=interval,
+            max_staleness=max_staleness,
+            on_missing=on_missing,
+            not_yet_valid=not_yet_valid,
+            on_change=on_change,
+            clock_skew=clock_skew,
+            init_kwargs=init_kwargs,
+        )
 
     def _build(
         self,

@@ -1,0 +1,525 @@
+"""``LiveSettings``: a Settings instance kept fresh by one background task.
+
+Created by :meth:`kvconfig.KeyVault.watch`. The refresh path is the load path: the same fetcher
+(retries, cache, single-flight), the same plan and the same build and validation
+(``KeyVault._build``); change detection is in :mod:`kvconfig._changes`.
+
+A refresh never publishes an invalid configuration: the complete new Settings is built and
+validated first, and ``current`` is replaced in one assignment only when a value changed. Every
+failure (vault unavailable, throttled, refused, invalid values, a bug) leaves the last-known-good
+in place, is recorded in :attr:`LiveSettings.health` and is retried: transient failures with
+exponential backoff and full jitter capped by the interval (``Retry-After`` honoured), others at
+the next interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import random
+import time
+import traceback
+import weakref
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+
+from pydantic_settings import BaseSettings
+
+from kvconfig._changes import (
+    ChangeDetector,
+    ChangeEvent,
+    NotYetValid,
+    OnMissing,
+    RefreshUnavailableError,
+    SecretChange,
+    changed_fields,
+)
+from kvconfig._errors import (
+    ClosedError,
+    ConfigurationError,
+    KvConfigError,
+    SettingsValidationError,
+    VaultUnavailableError,
+)
+from kvconfig._fetch import CacheKey
+from kvconfig._health import Health
+
+if TYPE_CHECKING:
+    from kvconfig._vault import KeyVault
+
+__all__ = ["ChangeCallback", "ChangeStream", "LiveSettings"]
+
+logger = logging.getLogger("kvconfig")
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+ChangeCallback = Callable[[ChangeEvent], Awaitable[None] | None]
+
+_STREAM_SIZE = 64  # events a slow changes() consumer may lag behind before the oldest are dropped
+_EXPIRY_LEAD_MAX = 30.0  # at most this many seconds before `expires_on`, check for a new version
+
+
+def _seconds(value: float | timedelta, name: str, *, positive: bool = False) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0 or (positive and seconds == 0):
+        raise ConfigurationError(f"{name} must be {'> 0' if positive else '>= 0'}, got {seconds}")
+    return seconds
+
+
+class ChangeStream:
+    """Async iterator over the change events published after it was created.
+
+    Returned by :meth:`LiveSettings.changes`. It holds at most 64 unread events; when the consumer
+    falls further behind, the oldest are dropped (with a warning, and a gap in ``generation``).
+    It ends when the live settings close. Dropping the iterator (``break``) unsubscribes it.
+    """
+
+    def __init__(self, maxsize: int = _STREAM_SIZE) -> None:
+        self._queue: collections.deque[ChangeEvent] = collections.deque()
+        self._maxsize = maxsize
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self.dropped = 0
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ChangeEvent:
+        while not self._queue:
+            if self._closed:
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return self._queue.popleft()
+
+    def _push(self, event: ChangeEvent) -> None:
+        if self._closed:
+            return
+        if len(self._queue) >= self._maxsize:
+            self._queue.popleft()
+            self.dropped += 1
+            if self.dropped == 1:
+                logger.warning(
+                    "a changes() consumer is more than %d events behind; dropping the oldest",
+                    self._maxsize,
+                )
+        self._queue.append(event)
+        self._wakeup.set()
+
+    def _close(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+
+
+class LiveSettings(Generic[SettingsT]):
+    """The latest validated Settings, refreshed in the background. See :meth:`KeyVault.watch`.
+
+    ::
+
+        async with vault.watch(Settings, interval=60) as live:
+            live.current            # plain attribute: no I/O, no lock
+            await live.refresh()    # refresh now: the ChangeEvent, or None
+            async for change in live.changes():
+                ...
+
+    ``current`` exists once the ``async with`` block is entered. Leaving it cancels and awaits
+    the background task; it does not close the vault.
+    """
+
+    current: SettingsT
+
+    def __init__(
+        self,
+        vault: KeyVault,
+        settings_cls: type[SettingsT],
+        *,
+        interval: float | timedelta = 60.0,
+        max_staleness: float | timedelta | None = None,
+        on_missing: OnMissing = "keep",
+        not_yet_valid: NotYetValid = "ignore",
+        on_change: ChangeCallback | None = None,
+        clock_skew: float | timedelta = 1.0,
+        init_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if on_missing not in ("keep", "default"):
+            raise ConfigurationError(f"on_missing must be 'keep' or 'default', got {on_missing!r}")
+        if not_yet_valid not in ("ignore", "accept"):
+            raise ConfigurationError(
+                f"not_yet_valid must be 'ignore' or 'accept', got {not_yet_valid!r}"
+            )
+        self._vault = vault
+        self._settings_cls = settings_cls
+        self._interval = _seconds(interval, "interval", positive=True)
+        self._max_staleness = (
+            3 * self._interval
+            if max_staleness is None
+            else _seconds(max_staleness, "max_staleness", positive=True)
+        )
+        self._on_missing: OnMissing = on_missing
+        self._not_yet_valid: NotYetValid = not_yet_valid
+        self._on_change = on_change
+        self._clock_skew = _seconds(clock_skew, "clock_skew")
+        self._init_kwargs = dict(init_kwargs or {})
+        self._plan = vault.plan(settings_cls)  # naming errors surface here, before any I/O
+        self._detector: ChangeDetector | None = None
+        self._state = "new"
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Task[ChangeEvent | None] | None = None
+        self._streams: weakref.WeakSet[ChangeStream] = weakref.WeakSet()
+        self._generation = 0
+        self._last_success = datetime.now(UTC)
+        self._last_success_at = time.monotonic()
+        self._last_error: str | None = None
+        self._consecutive_failures = 0
+        self._refreshes = 0
+        self._failures = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        """Load like :meth:`KeyVault.load` (same errors), then start the background task."""
+        if self._state != "new":
+            raise ClosedError(f"{self!r} can be entered only once")
+        vault = self._vault
+        plan = self._plan
+        fetcher = vault._open()
+        client = vault._client
+        assert client is not None  # created by _open()
+        cached = {
+            ref.key
+            for ref in plan.refs
+            if fetcher.cache.get(CacheKey(fetcher.vault_url, ref.name.lower(), ref.version))
+        }
+        started = time.perf_counter()
+        sent_at = time.time()
+        result = await fetcher.fetch(plan.refs)
+        vault._log_load(self._settings_cls, plan, result, started)
+        self.current = vault._build(self._settings_cls, plan, result.secrets, self._init_kwargs)
+        self._detector = ChangeDetector(
+            plan,
+            fetcher,
+            client,
+            on_missing=self._on_missing,
+            not_yet_valid=self._not_yet_valid,
+            clock_skew=self._clock_skew,
+            request_timeout=vault._request_timeout,
+        )
+        # A cached result was read at an unknown earlier time: never trust it to the list.
+        self._detector.start(
+            result.secrets, {key: 0.0 if key in cached else sent_at for key in result.secrets}
+        )
+        self._last_success = datetime.now(UTC)
+        self._last_success_at = time.monotonic()
+        self._state = "running"
+        self._task = asyncio.create_task(
+            self._run(), name=f"kvconfig-watch-{self._settings_cls.__name__}"
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the background task (cancel and await it) and end every ``changes()`` iterator.
+
+        Idempotent. ``current`` stays readable; the vault stays open.
+        """
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        tasks = [t for t in (self._task, self._inflight) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for stream in list(self._streams):
+            stream._close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` has been called."""
+        return self._state == "closed"
+
+    @property
+    def generation(self) -> int:
+        """The generation in ``current``: 0 after the initial load, +1 per published change."""
+        return self._generation
+
+    @property
+    def interval(self) -> float:
+        """Seconds between refreshes (each jittered by +-10 %)."""
+        return self._interval
+
+    def __repr__(self) -> str:
+        return (
+            f"LiveSettings({self._settings_cls.__name__}, {self._vault.vault_url!r}, "
+            f"generation={self._generation}, {self._state})"
+        )
+
+    # -- public API ----------------------------------------------------------------------------
+
+    @property
+    def health(self) -> Health:
+        """A snapshot for readiness probes: freshness, last error (never a value), counters."""
+        staleness = time.monotonic() - self._last_success_at
+        return Health(
+            healthy=self._state == "running" and staleness <= self._max_staleness,
+            generation=self._generation,
+            last_success=self._last_success,
+            staleness=staleness,
+            max_staleness=self._max_staleness,
+            last_error=self._last_error,
+            consecutive_failures=self._consecutive_failures,
+            refreshes=self._refreshes,
+            failures=self._failures,
+            mode=self._detector.mode() if self._detector is not None else "get",
+        )
+
+    async def refresh(self) -> ChangeEvent | None:
+        """Refresh now; return the published change, or ``None`` if nothing changed.
+
+        Concurrent calls (and the background task) share one refresh in flight. The
+        last-known-good settings stay in ``current`` whatever happens.
+
+        Raises:
+            VaultError: The vault could not be read (the failure is also in :attr:`health`).
+            SettingsValidationError: The new values do not validate; they were not published.
+            ClosedError: The live settings are not running.
+        """
+        if self._state != "running":
+            raise ClosedError(f"{self!r} is not running")
+        task = self._inflight
+        if task is None or task.done():
+            task = asyncio.create_task(self._refresh_once())
+            task.add_done_callback(_retrieve)
+            self._inflight = task
+        # Shielded: a caller giving up must not cancel the refresh others share.
+        return await asyncio.shield(task)
+
+    def changes(self) -> ChangeStream:
+        """An async iterator over the change events published from now on (one per generation)."""
+        stream = ChangeStream()
+        if self._state == "closed":
+            stream._close()
+        else:
+            self._streams.add(stream)
+        return stream
+
+    # -- the background task -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        """Refresh forever. Never dies of an error (each is recorded and logged by the refresh)."""
+        delay = self._next_delay()
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.refresh()
+            except ClosedError:
+                if self._vault.closed:
+                    logger.warning(
+                        "vault %s was closed; stopped refreshing %s",
+                        self._vault.vault_url,
+                        self._settings_cls.__name__,
+                    )
+                    return
+                delay = self._next_delay()
+            except Exception as exc:
+                delay = self._failure_delay(exc)
+            else:
+                delay = self._next_delay()
+
+    def _next_delay(self) -> float:
+        """The interval +-10 %, shortened to check secrets about to expire or become valid."""
+        delay = self._interval * random.uniform(0.9, 1.1)
+        if self._detector is not None:
+            lead = min(_EXPIRY_LEAD_MAX, 0.1 * self._interval)
+            check = self._detector.next_check_in(lead)
+            if check is not None:
+                delay = min(delay, check)
+        return delay
+
+    def _failure_delay(self, exc: Exception) -> float:
+        """Backoff after a failed refresh: transient -> exponential, full jitter, capped by the
+        interval, at least the server's ``Retry-After``; anything else -> the next interval."""
+        if not isinstance(exc, VaultUnavailableError):
+            return self._next_delay()
+        retry_after = exc.retry_after if isinstance(exc, RefreshUnavailableError) else None
+        if retry_after is None and self._detector is not None:
+            retry_after = self._detector._fetcher.last_retry_after
+        base = max(self._vault._retry_backoff, 0.001)
+        exponent = min(self._consecutive_failures - 1, 30)
+        delay = random.uniform(0.0, min(self._interval, base * 2.0**exponent))
+        return delay if retry_after is None else max(delay, retry_after)
+
+    # -- one refresh ---------------------------------------------------------------------------
+
+    async def _refresh_once(self) -> ChangeEvent | None:
+        detector = self._detector
+        assert detector is not None
+        started = time.perf_counter()
+        self._refreshes += 1
+        detector._fetcher.last_retry_after = None
+        event: ChangeEvent | None = None
+        try:
+            timeout = min(self._interval, detector._fetcher.startup_timeout)
+            detection = await detector.detect(timeout=timeout)
+            proposal = detector.propose(detection)
+            if proposal.changes:
+                # Validate the complete new Settings before anything is published.
+                new = self._vault._build(
+                    self._settings_cls, self._plan, proposal.held, self._init_kwargs
+                )
+                fields = changed_fields(self.current, new)
+                detector.commit(proposal)
+                if fields:
+                    event = self._publish(new, fields, proposal.changes)
+            else:
+                detector.commit(proposal)
+            detector.warn_expired()
+        except Exception as exc:
+            self._record_failure(exc)
+            raise
+        self._record_success()
+        self._log_refresh(proposal.changes, event, detection.requests, detection.mode, started)
+        if event is not None:
+            await self._notify(event)
+        return event
+
+    def _publish(
+        self, new: SettingsT, fields: tuple[str, ...], secrets: tuple[SecretChange, ...]
+    ) -> ChangeEvent:
+        self._generation += 1
+        event = ChangeEvent(self._generation, fields, secrets, datetime.now(UTC))
+        self.current = new  # the one assignment readers can observe
+        for stream in list(self._streams):
+            stream._push(event)
+        return event
+
+    async def _notify(self, event: ChangeEvent) -> None:
+        if self._on_change is None:
+            return
+        try:
+            result = self._on_change(event)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            logger.error(
+                "on_change callback for %s generation %d failed: %s\n%s",
+                self._settings_cls.__name__,
+                event.generation,
+                type(exc).__name__,
+                _stack(exc),
+            )
+
+    def _record_success(self) -> None:
+        if self._consecutive_failures:
+            logger.info(
+                "refresh of %s from %s recovered after %d failed attempt(s)",
+                self._settings_cls.__name__,
+                self._vault.vault_url,
+                self._consecutive_failures,
+            )
+        self._consecutive_failures = 0
+        self._last_success = datetime.now(UTC)
+        self._last_success_at = time.monotonic()
+
+    def _record_failure(self, exc: Exception) -> None:
+        self._failures += 1
+        self._consecutive_failures += 1
+        count = self._consecutive_failures
+        name = self._settings_cls.__name__
+        url = self._vault.vault_url
+        if isinstance(exc, KvConfigError):
+            # kvconfig's messages name fields, secrets and the vault, never values.
+            self._last_error = f"{type(exc).__name__}: {exc}"
+        else:
+            self._last_error = type(exc).__name__  # its message could hold anything
+        if isinstance(exc, SettingsValidationError):
+            logger.warning(
+                "refresh of %s from %s rejected: the new values do not validate; still serving "
+                "generation %d. %s",
+                name,
+                url,
+                self._generation,
+                exc,
+            )
+        elif isinstance(exc, KvConfigError):
+            if count & (count - 1) == 0:  # 1st, 2nd, 4th, 8th... failure in a row
+                logger.warning(
+                    "refresh of %s from %s failed (%d in a row); still serving generation %d: %s",
+                    name,
+                    url,
+                    count,
+                    self._generation,
+                    exc,
+                )
+        else:
+            logger.error(
+                "refresh of %s from %s failed unexpectedly (%s); still serving generation %d\n%s",
+                name,
+                url,
+                type(exc).__name__,
+                self._generation,
+                _stack(exc),
+            )
+
+    def _log_refresh(
+        self,
+        changes: tuple[SecretChange, ...],
+        event: ChangeEvent | None,
+        requests: int,
+        mode: str,
+        started: float,
+    ) -> None:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if logger.isEnabledFor(logging.DEBUG):
+            for change in changes:
+                logger.debug(
+                    "secret %s: version %s -> %s",
+                    change.name,
+                    change.old_version,
+                    change.new_version,
+                )
+        if event is not None:
+            logger.info(
+                "refreshed %s from %s: generation %d, %d secret(s) and %d field(s) changed, "
+                "%d request(s) (%s mode), %.1f ms",
+                self._settings_cls.__name__,
+                self._vault.vault_url,
+                event.generation,
+                len(event.secrets),
+                len(event.fields),
+                requests,
+                mode,
+                elapsed_ms,
+            )
+        else:
+            logger.debug(
+                "refreshed %s from %s: %s, %d request(s) (%s mode), %.1f ms",
+                self._settings_cls.__name__,
+                self._vault.vault_url,
+                f"{len(changes)} secret(s) changed, no value" if changes else "no change",
+                requests,
+                mode,
+                elapsed_ms,
+            )
+
+
+def _retrieve(task: asyncio.Task[ChangeEvent | None]) -> None:
+    # The background loop or a refresh() caller normally gets the outcome; if all of them were
+    # cancelled, mark it retrieved so asyncio does not log "exception was never retrieved".
+    if not task.cancelled():
+        task.exception()
+
+
+def _stack(exc: BaseException) -> str:
+    """The traceback's frames without the exception message (which could quote a value)."""
+    return "".join(traceback.format_tb(exc.__traceback__)).rstrip()
