@@ -120,7 +120,11 @@ def check_name(name: str) -> str:
 
 
 def _check_value(value: str) -> None:
-    if len(value.encode("utf-8")) > MAX_VALUE_BYTES:
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the JSON) is not text
+        raise ServiceError.bad_parameter("The secret value is not valid Unicode text.") from None
+    if size > MAX_VALUE_BYTES:
         raise ServiceError.bad_parameter(
             f"The secret value exceeds the maximum allowed size of {MAX_VALUE_BYTES} bytes."
         )
