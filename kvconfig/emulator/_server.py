@@ -146,7 +146,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         ) from None
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
         raise ServiceError.bad_parameter("The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise ServiceError.bad_parameter("The request body must be a JSON object.")
@@ -223,7 +223,7 @@ def _page(call: _Call, items: list[tuple[str, T]]) -> tuple[list[T], str | None]
             marker = json.loads(b64url_decode(token))["NextMarker"]
             if not isinstance(marker, str):
                 raise TypeError
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise ServiceError.bad_parameter("The $skiptoken is invalid.") from None
         while start < len(items) and items[start][0] <= marker:
             start += 1
