@@ -69,7 +69,8 @@ class TokenIssuer:
         if scheme.lower() != "bearer":
             return False
         parts = token.strip().split(".")
-        if len(parts) != 3 or parts[0] != _PREFIX:
+        # Our tokens are ASCII; anything else is foreign (and would not encode for the HMAC).
+        if len(parts) != 3 or parts[0] != _PREFIX or not token.isascii():
             return False
         if not hmac.compare_digest(self._sign(parts[1]), parts[2]):
             return False
