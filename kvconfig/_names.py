@@ -40,6 +40,7 @@ __all__ = [
     "SettingsPlan",
     "is_valid_secret_name",
     "plan_settings",
+    "plan_with_problems",
 ]
 
 NESTED_DELIMITER = "--"
@@ -160,11 +161,30 @@ def plan_settings(settings_cls: type[BaseModel], prefix: str = "") -> SettingsPl
     if cached is not None:
         return cached
     secrets = tuple(_walk_model(settings_cls, prefix, (), (), None, True, (settings_cls,)))
-    _check_collisions(secrets)
+    collisions = _collisions(secrets)
+    if collisions:
+        raise collisions[0]
     plan = SettingsPlan(settings_cls=settings_cls, prefix=prefix, secrets=secrets)
     with _PLAN_LOCK:
         _PLAN_CACHE.setdefault(settings_cls, {})[prefix] = plan
     return plan
+
+
+def plan_with_problems(
+    settings_cls: type[BaseModel], prefix: str = ""
+) -> tuple[SettingsPlan, tuple[InvalidSecretNameError | SecretNameCollisionError, ...]]:
+    """The plan as :func:`plan_settings` builds it, reporting every problem instead of raising.
+
+    For ``kvconfig explain``: the plan holds every field, including those whose names are
+    invalid or collide; the problems are the errors :func:`plan_settings` would raise first.
+    Not cached.
+    """
+    problems: list[InvalidSecretNameError | SecretNameCollisionError] = []
+    secrets = tuple(
+        _walk_model(settings_cls, prefix, (), (), None, True, (settings_cls,), problems)
+    )
+    problems.extend(_collisions(secrets))
+    return SettingsPlan(settings_cls=settings_cls, prefix=prefix, secrets=secrets), tuple(problems)
 
 
 def _walk_model(
@@ -175,7 +195,9 @@ def _walk_model(
     parent_name: str | None,
     parent_required: bool,
     seen: tuple[type[BaseModel], ...],
+    problems: list[InvalidSecretNameError | SecretNameCollisionError] | None = None,
 ) -> Iterator[PlannedSecret]:
+    """Plan ``model``'s fields depth-first; invalid names raise, or go to ``problems`` if given."""
     for attr, info in model.model_fields.items():
         marker = _secret_marker(info)
         label = _field_label(attr, info)
@@ -192,12 +214,15 @@ def _walk_model(
         if not is_valid_secret_name(name):
             dotted = ".".join(path)
             hint = "" if explicit else '; name it explicitly with Annotated[..., Secret("name")]'
-            raise InvalidSecretNameError(
+            error = InvalidSecretNameError(
                 f'field "{dotted}" of {seen[0].__name__} maps to secret name {name!r}, which Key '
                 f"Vault cannot hold (names must match ^[0-9a-zA-Z-]{{1,127}}$){hint}",
                 field=dotted,
                 secret_name=name,
             )
+            if problems is None:
+                raise error
+            problems.append(error)
         required = parent_required and info.is_required()
         sub_model = _nested_model(info.annotation)
         nested = sub_model is not None and sub_model not in seen
@@ -214,7 +239,7 @@ def _walk_model(
         )
         if nested and sub_model is not None:
             yield from _walk_model(
-                sub_model, prefix, path, keys, name, required, (*seen, sub_model)
+                sub_model, prefix, path, keys, name, required, (*seen, sub_model), problems
             )
 
 
@@ -270,15 +295,20 @@ def _is_plain_model(annotation: Any) -> bool:
     )
 
 
-def _check_collisions(secrets: tuple[PlannedSecret, ...]) -> None:
+def _collisions(secrets: tuple[PlannedSecret, ...]) -> list[SecretNameCollisionError]:
+    """One error per field whose name an earlier field already uses (case-insensitively)."""
+    found: list[SecretNameCollisionError] = []
     by_name: dict[str, PlannedSecret] = {}
     for secret in secrets:
         other = by_name.setdefault(secret.name.lower(), secret)
         if other is not secret:
-            raise SecretNameCollisionError(
-                f'fields "{other.field}" and "{secret.field}" both map to secret '
-                f"{secret.name!r} (Key Vault names are case-insensitive); give one of them "
-                'an explicit name with Annotated[..., Secret("name")]',
-                fields=(other.field, secret.field),
-                secret_name=secret.name,
+            found.append(
+                SecretNameCollisionError(
+                    f'fields "{other.field}" and "{secret.field}" both map to secret '
+                    f"{secret.name!r} (Key Vault names are case-insensitive); give one of them "
+                    'an explicit name with Annotated[..., Secret("name")]',
+                    fields=(other.field, secret.field),
+                    secret_name=secret.name,
+                )
             )
+    return found

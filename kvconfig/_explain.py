@@ -1,0 +1,695 @@
+"""``kvconfig explain MODULE:CLASS --vault-url URL``: which secret feeds which field; will it load?
+
+A pre-deployment check. For every field of the Settings class (nested fields included) it shows
+the secret name(s) the field maps to (the plan :meth:`kvconfig.KeyVault.load` uses), what the
+vault says about that secret (found / missing / disabled / expired / not yet valid), its version
+and update time, and which source would supply the value: pydantic-settings' own sources (init,
+environment, dotenv, secrets directory, defaults) are run in the class's precedence order, with
+the vault source where ``load()`` puts it. Name collisions and invalid names are reported, not
+raised. Values are read (one GET per planned secret, so the ``get`` permission suffices) but
+never shown.
+
+Exit status: 0 when ``load()`` would succeed, 1 when it would not (a required field has no
+value, a name collides or is invalid, a value does not validate) or the vault could not be read,
+2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from azure.core.credentials_async import AsyncTokenCredential
+from pydantic import ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+)
+from pydantic_settings.exceptions import SettingsError
+from pydantic_settings.sources import DefaultSettingsSource
+
+from kvconfig._cli import UsageError
+from kvconfig._errors import (
+    InvalidSecretNameError,
+    SecretNameCollisionError,
+    SettingsValidationError,
+)
+from kvconfig._fetch import FetchedSecret, SecretStatus
+from kvconfig._names import PlannedSecret, SettingsPlan, is_valid_secret_name, plan_with_problems
+from kvconfig._source import KeyVaultSettingsSource
+from kvconfig._table import Cell, Style, format_time, render_table, short_version
+from kvconfig._vault import KeyVault, _insert_source
+
+__all__ = [
+    "ExplainReport",
+    "FieldReport",
+    "Problem",
+    "add_parser",
+    "build_report",
+    "explain",
+    "import_settings_class",
+]
+
+_DESCRIPTION = """\
+Check a pydantic-settings class against a vault without printing any value. For every field:
+the secret name it maps to, what the vault holds (found, missing, disabled, expired), version
+and update time, and which source would supply the value (environment, dotenv, vault or the
+default). Name collisions and invalid names are reported. Exits 1 if KeyVault.load() would
+fail, so it can gate a deployment.
+"""
+
+_EPILOG = """\
+examples:
+  kvconfig explain myapp.settings:Settings --vault-url https://myvault.vault.azure.net
+  kvconfig explain myapp.settings:Settings --prefix prod- --json > report.json
+  kvconfig explain demo_settings:Settings --vault-url "$VAULT_URL"   (from examples/, with
+      the environment printed by `kvconfig emulator`)
+
+The credential is azure.identity's DefaultAzureCredential (environment variables, workload
+identity, managed identity, Azure CLI, ...). Each planned secret is read with one GET, so the
+"get" permission is enough; values are never printed.
+Exit status: 0 load() would succeed; 1 it would not, or the vault could not be read; 2 usage.
+"""
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FieldReport:
+    """One field of the Settings class: its secret, what the vault holds, who supplies it.
+
+    Attributes:
+        field: Dotted field path (``"database.host"``).
+        secret: The secret name the field maps to.
+        pinned_version: The version the field pins, if any.
+        required: No default on the path: some source must supply it.
+        nested: The field is a model whose fields are listed after it.
+        status: What the vault holds: ``found``, ``missing``, ``disabled``, ``expired``,
+            ``not-yet-valid``, ``invalid-value`` (found, but not valid JSON for a complex field)
+            or ``not-requested`` (the name is invalid).
+        name_problem: ``"invalid"`` or ``"collision"`` (shares its name with another field)
+            when ``load()`` would refuse the class because of this field's name, else ``None``.
+        version: The version the vault returned.
+        updated: When that version was last updated.
+        expires_on: Its expiry, if set.
+        sources: Every source that supplies a value for the field, highest precedence first.
+        winner: The source whose value ``load()`` would use (``"default"`` for a default, ``None``
+            when nothing supplies a required field).
+    """
+
+    field: str
+    secret: str
+    pinned_version: str | None
+    required: bool
+    nested: bool
+    status: str
+    name_problem: str | None
+    version: str | None
+    updated: datetime | None
+    expires_on: datetime | None
+    sources: tuple[str, ...]
+    winner: str | None
+
+    @property
+    def satisfied(self) -> bool:
+        """Whether the field gets a value (from a source or its default)."""
+        return self.winner is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something that makes ``load()`` fail (``error``) or deserves attention (``warning``)."""
+
+    kind: str
+    severity: str
+    message: str
+    fields: tuple[str, ...] = ()
+    secret: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExplainReport:
+    """The whole report: what ``kvconfig explain`` prints (as a table or as JSON)."""
+
+    settings: str
+    vault_url: str
+    prefix: str
+    fields: tuple[FieldReport, ...]
+    problems: tuple[Problem, ...]
+    requests: int
+    duration_ms: float
+    source_order: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """Whether ``KeyVault.load()`` would succeed."""
+        return not any(p.severity == "error" for p in self.problems)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready document (times as ISO 8601 strings)."""
+        return {
+            "settings": self.settings,
+            "vault_url": self.vault_url,
+            "prefix": self.prefix,
+            "ok": self.ok,
+            "requests": self.requests,
+            "duration_ms": round(self.duration_ms, 1),
+            "source_order": list(self.source_order),
+            "fields": [_field_json(f) for f in self.fields],
+            "problems": [{**asdict(p), "fields": list(p.fields)} for p in self.problems],
+        }
+
+
+def _field_json(report: FieldReport) -> dict[str, Any]:
+    data = asdict(report)
+    for key in ("updated", "expires_on"):
+        moment = data[key]
+        data[key] = moment.isoformat() if moment is not None else None
+    data["sources"] = list(report.sources)
+    data["satisfied"] = report.satisfied
+    return data
+
+
+# -- building it ------------------------------------------------------------------------------
+
+
+async def explain(
+    settings_cls: type[BaseSettings],
+    *,
+    vault_url: str,
+    credential: AsyncTokenCredential,
+    ca_file: str | os.PathLike[str] | None = None,
+    prefix: str = "",
+    timeout: float = 30.0,
+    name: str | None = None,
+) -> ExplainReport:
+    """Check ``settings_cls`` against the vault and report, field by field. Never shows values.
+
+    Uses the same plan (:func:`~kvconfig._names.plan_with_problems`) and the same fetch path as
+    :meth:`~kvconfig.KeyVault.load`. ``credential`` is closed afterwards.
+
+    Raises:
+        ConfigurationError: Bad ``prefix`` or ``ca_file``.
+        VaultError: The vault refused the credential or stayed unavailable for ``timeout``.
+    """
+    started = time.perf_counter()
+    plan, plan_problems = plan_with_problems(settings_cls, prefix)
+    refs = [s.ref for s in plan if is_valid_secret_name(s.name)]
+    async with KeyVault(
+        vault_url, credential, ca_file=ca_file, prefix=prefix, ttl=0, startup_timeout=timeout
+    ) as vault:
+        # The fetcher behind load(): same requests, retries and error translation.
+        result = await vault._open().fetch(refs)
+    return build_report(
+        settings_cls,
+        plan,
+        plan_problems,
+        result.secrets,
+        vault_url=vault.vault_url,
+        requests=result.requests,
+        duration_ms=(time.perf_counter() - started) * 1000,
+        name=name,
+    )
+
+
+def build_report(
+    settings_cls: type[BaseSettings],
+    plan: SettingsPlan,
+    plan_problems: Sequence[InvalidSecretNameError | SecretNameCollisionError],
+    secrets: Mapping[tuple[str, str | None], FetchedSecret],
+    *,
+    vault_url: str,
+    requests: int,
+    duration_ms: float,
+    name: str | None = None,
+) -> ExplainReport:
+    """The report for secrets already fetched (keyed by ``SecretRef.key``). No I/O."""
+    problems = [_plan_problem(p) for p in plan_problems]
+    sources, source_data, source_problems, undecodable = _run_sources(settings_cls, plan, secrets)
+    problems.extend(source_problems)
+    name_problems = _name_problems(plan_problems)
+    fields: list[FieldReport] = []
+    for planned in plan:
+        secret = secrets.get(planned.ref.key) if is_valid_secret_name(planned.name) else None
+        report = _field_report(
+            planned,
+            secret,
+            source_data,
+            name_problems.get(planned.field),
+            invalid_value=planned.field in undecodable,
+        )
+        fields.append(report)
+        problems.extend(_field_problems(report))
+    problems.extend(_validate(settings_cls, sources, fields))
+    return ExplainReport(
+        settings=name or f"{settings_cls.__module__}:{settings_cls.__qualname__}",
+        vault_url=vault_url,
+        prefix=plan.prefix,
+        fields=tuple(fields),
+        problems=tuple(problems),
+        requests=requests,
+        duration_ms=duration_ms,
+        source_order=tuple(label for label, _ in source_data),
+    )
+
+
+def _name_problems(
+    errors: Sequence[InvalidSecretNameError | SecretNameCollisionError],
+) -> dict[str, str]:
+    """Field path -> ``"invalid"`` / ``"collision"`` for every field named in a plan problem."""
+    found: dict[str, str] = {}
+    for error in errors:
+        if isinstance(error, SecretNameCollisionError):
+            for name in error.fields:
+                found.setdefault(name, "collision")
+        else:
+            found[error.field] = "invalid"
+    return found
+
+
+def _plan_problem(error: InvalidSecretNameError | SecretNameCollisionError) -> Problem:
+    if isinstance(error, SecretNameCollisionError):
+        return Problem("collision", "error", str(error), error.fields, error.secret_name)
+    return Problem("invalid_name", "error", str(error), (error.field,), error.secret_name)
+
+
+def _source_label(source: PydanticBaseSettingsSource) -> str:
+    # DotEnv derives from Env: test the subclass first.
+    for cls, label in (
+        (InitSettingsSource, "init"),
+        (DotEnvSettingsSource, "dotenv"),
+        (EnvSettingsSource, "env"),
+        (SecretsSettingsSource, "secrets-dir"),
+        (KeyVaultSettingsSource, "vault"),
+        (DefaultSettingsSource, "default"),
+    ):
+        if isinstance(source, cls):
+            return label
+    return type(source).__name__
+
+
+def _run_sources(
+    settings_cls: type[BaseSettings],
+    plan: SettingsPlan,
+    secrets: Mapping[tuple[str, str | None], FetchedSecret],
+) -> tuple[tuple[Any, ...], list[tuple[str, dict[str, Any]]], list[Problem], set[str]]:
+    """Run the class's sources as ``load()`` arranges them; return each one's data by label.
+
+    Also returns the fields whose vault value cannot be decoded (reported, then left out so the
+    other fields can still be judged). The data holds values: it is only ever looked at for the
+    presence of keys.
+    """
+    sources, _ = settings_cls._settings_init_sources(_init_kwargs={})
+    if not any(isinstance(s, KeyVaultSettingsSource) for s in sources):
+        sources = _insert_source(sources, KeyVaultSettingsSource(settings_cls))
+    problems: list[Problem] = []
+    undecodable: set[str] = set()
+    data: list[tuple[str, dict[str, Any]]] = []
+    for source in sources:
+        label = _source_label(source)
+        if isinstance(source, KeyVaultSettingsSource):
+            data.append((label, _run_vault_source(source, plan, secrets, problems, undecodable)))
+            continue
+        try:
+            data.append((label, source()))
+        except (SettingsError, ValueError) as exc:
+            # pydantic-settings names the field and source, never the value.
+            problems.append(
+                Problem("source_error", "error", f"{label} source: {str(exc).splitlines()[0]}")
+            )
+            data.append((label, {}))
+    return tuple(sources), data, problems, undecodable
+
+
+def _run_vault_source(
+    source: KeyVaultSettingsSource,
+    plan: SettingsPlan,
+    secrets: Mapping[tuple[str, str | None], FetchedSecret],
+    problems: list[Problem],
+    undecodable: set[str],
+) -> dict[str, Any]:
+    """The vault source's data; a secret that does not decode is reported and left out."""
+    kept = dict(secrets)
+    for _ in range(len(plan) + 1):
+        source._bind(plan, kept)
+        try:
+            return source()
+        except SettingsValidationError as exc:
+            locs = {_loc(e.get("loc")) for e in exc.errors}
+            bad = [s for s in plan if s.key_path in locs]
+            if not bad:
+                break
+            problems.append(
+                Problem(
+                    "invalid_value", "error", str(exc), tuple(s.field for s in bad), bad[0].name
+                )
+            )
+            for planned in bad:
+                undecodable.add(planned.field)
+                kept.pop(planned.ref.key, None)
+    source._bind(plan, {})
+    return {}
+
+
+def _loc(loc: object) -> tuple[str, ...]:
+    return tuple(str(part) for part in loc) if isinstance(loc, tuple | list) else ()
+
+
+def _has_key(data: Mapping[str, Any], key_path: Sequence[str]) -> bool:
+    """Whether ``data`` holds a value at ``key_path`` (keys compared case-insensitively)."""
+    node: Any = data
+    for key in key_path:
+        if not isinstance(node, Mapping):
+            return False
+        if key in node:
+            node = node[key]
+            continue
+        matches = [k for k in node if isinstance(k, str) and k.lower() == key.lower()]
+        if not matches:
+            return False
+        node = node[matches[0]]
+    return node is not None
+
+
+def _status(planned: PlannedSecret, secret: FetchedSecret | None) -> str:
+    if not is_valid_secret_name(planned.name):
+        return "not-requested"
+    if secret is None:
+        return "missing"
+    if secret.status is SecretStatus.FOUND:
+        if secret.is_expired():
+            return "expired"
+        if secret.is_not_yet_valid():
+            return "not-yet-valid"
+        return "found"
+    return str(secret.status.value)
+
+
+def _field_report(
+    planned: PlannedSecret,
+    secret: FetchedSecret | None,
+    source_data: Sequence[tuple[str, Mapping[str, Any]]],
+    name_problem: str | None,
+    *,
+    invalid_value: bool = False,
+) -> FieldReport:
+    supplied = tuple(label for label, data in source_data if _has_key(data, planned.key_path))
+    if invalid_value:
+        # The vault's value was left out to judge the other fields; it is what load() would
+        # get (and fail on), so the vault still counts as supplying it.
+        order = [label for label, _ in source_data]
+        supplied = tuple(sorted({*supplied, "vault"}, key=order.index))
+    winner: str | None = supplied[0] if supplied else None
+    if winner is None and not planned.required:
+        winner = "default"
+    found = secret is not None and secret.status is SecretStatus.FOUND
+    return FieldReport(
+        field=planned.field,
+        secret=planned.name,
+        pinned_version=planned.version,
+        required=planned.required,
+        nested=planned.nested,
+        status="invalid-value" if invalid_value else _status(planned, secret),
+        name_problem=name_problem,
+        version=secret.version if found and secret is not None else None,
+        updated=secret.updated if secret is not None else None,
+        expires_on=secret.expires_on if secret is not None else None,
+        sources=supplied,
+        winner=winner,
+    )
+
+
+def _field_problems(report: FieldReport) -> list[Problem]:
+    problems: list[Problem] = []
+    if not report.satisfied:
+        why = {
+            "disabled": f"secret {report.secret!r} is disabled",
+            "not-requested": f"secret name {report.secret!r} is invalid",
+        }.get(report.status, f"secret {report.secret!r} is {report.status}")
+        problems.append(
+            Problem(
+                "unsatisfied",
+                "error",
+                f'field "{report.field}" is required but no source supplies it ({why}; no '
+                "environment variable or dotenv entry either)",
+                (report.field,),
+                report.secret,
+            )
+        )
+    elif report.status == "disabled":
+        problems.append(
+            Problem(
+                "disabled",
+                "warning",
+                f'secret {report.secret!r} is disabled; field "{report.field}" uses '
+                f"{report.winner}",
+                (report.field,),
+                report.secret,
+            )
+        )
+    if report.status == "expired" and "vault" in report.sources:
+        problems.append(
+            Problem(
+                "expired",
+                "warning",
+                f"secret {report.secret!r} expired on {format_time(report.expires_on)}; Key Vault "
+                f'still serves it (field "{report.field}")',
+                (report.field,),
+                report.secret,
+            )
+        )
+    return problems
+
+
+def _validate(
+    settings_cls: type[BaseSettings], sources: tuple[Any, ...], fields: Sequence[FieldReport]
+) -> list[Problem]:
+    """Validate as ``load()`` would; report what fails beyond the fields already reported."""
+    try:
+        settings_cls(_build_sources=(sources, {}))
+    except ValidationError as exc:
+        # Already reported, with the reason: unsupplied fields and undecodable vault values.
+        reported = {f.field for f in fields if not f.satisfied or f.status == "invalid-value"}
+        problems: list[Problem] = []
+        for error in exc.errors(include_input=False, include_url=False, include_context=False):
+            where = ".".join(str(part) for part in error["loc"])
+            if error["type"] == "missing" and where in reported:
+                continue
+            problems.append(
+                Problem(
+                    "validation",
+                    "error",
+                    f"{where or settings_cls.__name__}: {error['msg']}",
+                    (where,) if where else (),
+                )
+            )
+        return problems
+    except (SettingsError, SettingsValidationError, ValueError) as exc:
+        return [Problem("validation", "error", str(exc).splitlines()[0])]
+    return []
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def import_settings_class(spec: str) -> type[BaseSettings]:
+    """Import ``MODULE:CLASS`` (the current directory is importable, as for ``python -m``).
+
+    Raises:
+        UsageError: Malformed spec, import failure, no such class, or not a ``BaseSettings``.
+    """
+    module_name, sep, qualname = spec.partition(":")
+    if not sep or not module_name or not qualname:
+        raise UsageError(f"expected MODULE:CLASS (e.g. myapp.settings:Settings), got {spec!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import module {module_name!r}: {exc}") from exc
+    except Exception as exc:
+        raise UsageError(
+            f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    target: Any = module
+    for part in qualname.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise UsageError(f"module {module_name!r} has no attribute {qualname!r}") from None
+    if not (isinstance(target, type) and issubclass(target, BaseSettings)):
+        raise UsageError(f"{spec} is not a pydantic-settings BaseSettings subclass")
+    return target
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the ``explain`` sub-command on the ``kvconfig`` parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "explain",
+        help="show which secret feeds which field, and whether the class would load",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "settings",
+        metavar="MODULE:CLASS",
+        help="the Settings class, e.g. myapp.settings:Settings (the current directory is on "
+        "the import path)",
+    )
+    parser.add_argument(
+        "--vault-url",
+        default=os.environ.get("VAULT_URL"),
+        metavar="URL",
+        help="the vault, e.g. https://myvault.vault.azure.net (default: $VAULT_URL)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        type=Path,
+        metavar="PATH",
+        help="PEM file of a private CA to trust instead of the system store (an emulator, a "
+        "TLS-inspecting proxy); SSL_CERT_FILE is honoured without it",
+    )
+    parser.add_argument(
+        "--prefix",
+        default="",
+        metavar="P",
+        help="the prefix given to KeyVault(prefix=...), prepended to field-derived names",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document instead of the table"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up when the vault stays unavailable this long (default 30)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of the sub-command."""
+    if not args.vault_url:
+        raise UsageError("--vault-url is required (or set VAULT_URL)")
+    settings_cls = import_settings_class(args.settings)
+    report = asyncio.run(_explain_with_default_credential(settings_cls, args))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(render_report(report, Style.for_stream(sys.stdout)))
+    return 0 if report.ok else 1
+
+
+async def _explain_with_default_credential(
+    settings_cls: type[BaseSettings], args: argparse.Namespace
+) -> ExplainReport:
+    # Imported here: azure.identity is slow to import and only this command needs it.
+    from azure.identity.aio import DefaultAzureCredential
+
+    return await explain(
+        settings_cls,
+        vault_url=args.vault_url,
+        credential=DefaultAzureCredential(),
+        ca_file=args.ca_file,
+        prefix=args.prefix,
+        timeout=args.timeout,
+        name=args.settings,
+    )
+
+
+_STATUS_STYLE = {
+    "found": ("green",),
+    "missing": ("yellow",),
+    "disabled": ("red",),
+    "expired": ("red",),
+    "not-yet-valid": ("yellow",),
+    "not-requested": ("red",),
+    "invalid-value": ("red", "bold"),
+}
+
+
+def render_report(report: ExplainReport, style: Style) -> str:
+    """The human-readable report: header, field table, problems, verdict."""
+    prefix = repr(report.prefix) if report.prefix else "none"
+    lines = [
+        f"{style('Settings', 'bold')}  {report.settings}",
+        f"{style('Vault', 'bold')}     {report.vault_url}  (prefix: {prefix})",
+        f"{style('Sources', 'bold')}   {' > '.join(report.source_order)}  (first wins)",
+        f"{style('Read', 'bold')}      {len(report.fields)} fields, {report.requests} requests, "
+        f"{report.duration_ms:.0f} ms; values are never shown",
+        "",
+    ]
+    rows: list[list[str | Cell]] = []
+    for f in report.fields:
+        version = short_version(f.version)
+        if f.pinned_version:
+            version += " (pinned)"
+        rows.append(
+            [
+                f.field + ("" if f.required else " ?"),
+                _secret_cell(f),
+                Cell(f.status, _STATUS_STYLE.get(f.status, ())),
+                version,
+                format_time(f.updated),
+                _source_cell(f),
+            ]
+        )
+    headers = ["FIELD", "SECRET", "STATUS", "VERSION", "UPDATED", "SOURCE"]
+    lines.append(render_table(headers, rows, style))
+    lines.append(style("  (? = optional: has a default)", "dim"))
+    errors = [p for p in report.problems if p.severity == "error"]
+    warnings = [p for p in report.problems if p.severity == "warning"]
+    if report.problems:
+        lines.append("")
+        lines.append(style("Problems", "bold"))
+        lines.extend(f"  {style('✗', 'red')} {p.message}" for p in errors)
+        lines.extend(f"  {style('!', 'yellow')} {p.message}" for p in warnings)
+    lines.append("")
+    if report.ok:
+        lines.append(style(f"OK: KeyVault.load({report.settings}) would succeed.", "green"))
+    else:
+        count = len(errors)
+        lines.append(
+            style(
+                f"FAIL: KeyVault.load({report.settings}) would fail "
+                f"({count} problem{'s' if count != 1 else ''}).",
+                "red",
+                "bold",
+            )
+        )
+    return "\n".join(lines)
+
+
+def _secret_cell(report: FieldReport) -> Cell:
+    if report.name_problem is None:
+        return Cell(report.secret)
+    return Cell(f"{report.secret} ({report.name_problem}!)", ("red", "bold"))
+
+
+def _source_cell(report: FieldReport) -> Cell:
+    if report.winner is None:
+        return Cell("MISSING", ("red", "bold"))
+    text = report.winner
+    shadowed = [s for s in report.sources[1:] if s in ("vault", "env", "dotenv")]
+    if shadowed and not report.nested:
+        text += f" (over {', '.join(shadowed)})"
+    elif report.nested and len(report.sources) > 1:
+        text = " + ".join(report.sources)
+    return Cell(text, ("cyan",) if report.winner == "vault" else ())
