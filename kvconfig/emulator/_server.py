@@ -144,6 +144,15 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
             "RequestEntityTooLarge",
             f"The request body exceeds the maximum allowed size of {MAX_BODY_BYTES} bytes.",
         ) from None
+    except web.RequestPayloadError:
+        # Bad Content-Encoding or chunk framing. Mark the stream done so aiohttp does not read
+        # it again after our answer (and log the same error as an unhandled exception).
+        request.content.feed_eof()
+        raise ServiceError.bad_parameter(
+            "The request body could not be read: it does not match its framing or Content-Encoding."
+        ) from None
+    except ConnectionError:  # the client hung up mid-body: nobody to answer, nothing to log
+        raise _Reset from None
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
