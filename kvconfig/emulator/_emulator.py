@@ -29,7 +29,7 @@ from kvconfig.emulator._auth import (
 )
 from kvconfig.emulator._certs import CertificateAuthority
 from kvconfig.emulator._faults import Faults
-from kvconfig.emulator._server import RequestRecord, VaultServer
+from kvconfig.emulator._server import RequestRecord, VaultRunner, VaultServer
 from kvconfig.emulator._store import Store
 
 __all__ = ["DEFAULT_VAULT", "KeyVaultEmulator"]
@@ -173,7 +173,7 @@ class KeyVaultEmulator:
         server = VaultServer(
             self._store, self.faults, self._issuer, self._vault_for_port, self.requests
         )
-        self._runner = web.AppRunner(
+        self._runner = VaultRunner(
             server.app(), handle_signals=False, access_log=None, shutdown_timeout=2.0
         )
         await self._runner.setup()

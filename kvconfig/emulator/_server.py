@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
-from aiohttp import web
+from aiohttp import HttpVersion11, http_exceptions, web
+from aiohttp.web_protocol import RequestHandler
 
 from kvconfig.emulator._auth import CHALLENGE, TokenIssuer
 from kvconfig.emulator._errors import ServiceError
@@ -32,7 +33,7 @@ from kvconfig.emulator._store import (
     b64url_encode,
 )
 
-__all__ = ["API_VERSIONS", "MAX_PAGE_SIZE", "RequestRecord", "VaultServer"]
+__all__ = ["API_VERSIONS", "MAX_PAGE_SIZE", "RequestRecord", "VaultRunner", "VaultServer"]
 
 _log = logging.getLogger("kvconfig.emulator")
 
@@ -269,7 +270,7 @@ class VaultServer:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.router.add_route("*", "/{tail:.*}", self._handle, expect_handler=_expect)
         return app
 
     def _vault(self, request: web.Request) -> str:
@@ -497,6 +498,70 @@ class VaultServer:
         secret = self._store.restore(call.vault, blob)
         await self._commit()
         return _json(_item(call, secret, secret.latest, versioned=True))
+
+
+async def _expect(request: web.Request) -> None:
+    """Answer ``Expect: 100-continue``; ignore any other value (RFC 9110 allows it) so the request
+    gets a normal answer, where aiohttp's default handler would send a text/plain 417."""
+    if request.version == HttpVersion11 and request.headers["Expect"].lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer proper has not started
+
+
+# Why a request could not be parsed, by aiohttp's exception (subclasses first). The text is ours:
+# aiohttp's message echoes the offending input.
+_MALFORMED: tuple[tuple[type[Exception], str], ...] = (
+    (http_exceptions.LineTooLong, "a request line or header field is too long"),
+    (http_exceptions.BadHttpMethod, "the HTTP method is not supported"),
+    (http_exceptions.BadStatusLine, "the request line is malformed"),
+    (http_exceptions.InvalidHeader, "a header field is malformed"),
+    (http_exceptions.PayloadEncodingError, "the body does not match its framing or encoding"),
+)
+
+
+class _Protocol(RequestHandler):
+    """aiohttp's connection handler, answering a request it cannot parse in Azure's error shape.
+
+    aiohttp itself answers those text/plain, echoing the input, and logs each as an error with a
+    traceback; here they are a 400 ``BadParameter`` like every other refusal, logged at debug.
+    """
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500 or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        self.logger.debug("unparseable request from %s: %r", request.remote, exc)
+        reason = next((text for cls, text in _MALFORMED if isinstance(exc, cls)), None)
+        error = ServiceError(
+            status,
+            ServiceError.for_status(status).code,
+            f"The request is not valid HTTP/1.1: {reason or 'it could not be parsed'}.",
+        )
+        response = _json(error.body(), status=status)
+        response.headers["x-ms-error-code"] = error.code
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _Protocol(self, loop=self._loop, **self._kwargs)
+
+
+class VaultRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections answer unparseable requests in Azure's error shape."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # aiohttp builds the Server (app handler, request factory, options); only the class that
+        # makes each connection's protocol changes. Covered by the hostile-input tests.
+        server.__class__ = _Server
+        return server
 
 
 class _MethodNotAllowed(ServiceError):
