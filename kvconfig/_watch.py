@@ -369,6 +369,8 @@ class LiveSettings(Generic[SettingsT]):
         detector._fetcher.last_retry_after = None
         event: ChangeEvent | None = None
         try:
+            if self._vault.closed:
+                raise ClosedError(f"{self._vault!r} is closed")
             timeout = min(self._interval, detector._fetcher.startup_timeout)
             detection = await detector.detect(timeout=timeout)
             proposal = detector.propose(detection)
