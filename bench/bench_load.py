@@ -18,13 +18,14 @@ runs; CPU is ``time.process_time()`` of this (client) process per secret, median
 Run (needs the bench extra: ``.venv/bin/pip install -e '.[bench]'``)::
 
     .venv/bin/python bench/bench_load.py            # K=100 of N=200, and K=1000 of N=1000
-    .venv/bin/python bench/bench_load.py --runs 7 --big-runs 3 --max-concurrency 64
+    .venv/bin/python bench/bench_load.py --runs 9 --big-runs 3 --also-concurrency 16 32 128
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import os
 import shlex
 import ssl
@@ -163,11 +164,12 @@ def pydantic_settings_class(names: list[str]) -> type[BaseSettings]:
 
 
 async def load_kvconfig(
-    url: str, ca_file: str, settings_cls: type[BaseSettings], max_concurrency: int
+    url: str, ca_file: str, settings_cls: type[BaseSettings], max_concurrency: int | None
 ) -> None:
-    async with KeyVault(
-        url, ManagedIdentityCredential(), ca_file=ca_file, max_concurrency=max_concurrency
-    ) as vault:
+    options: dict[str, Any] = (
+        {} if max_concurrency is None else {"max_concurrency": max_concurrency}
+    )
+    async with KeyVault(url, ManagedIdentityCredential(), ca_file=ca_file, **options) as vault:
         settings = await vault.load(settings_cls)
     assert len(settings.model_fields_set) == len(settings_cls.model_fields)
 
@@ -221,23 +223,34 @@ async def timed(samples: Samples, run: Callable[[], Awaitable[None]]) -> None:
     samples.cpu_ms.append((time.process_time() - cpu0) * 1000)
 
 
+def kv_runner(
+    url: str, ca_file: str, cls: type[BaseSettings], mc: int | None
+) -> Callable[[], Awaitable[None]]:
+    return lambda: load_kvconfig(url, ca_file, cls, mc)
+
+
 async def bench_case(
-    url: str, ca_file: str, names: list[str], runs: int, ps_runs: int, max_concurrency: int
+    url: str, ca_file: str, names: list[str], runs: int, ps_runs: int, variants: list[int]
 ) -> dict[str, Samples]:
     kv_cls = kvconfig_settings(names)
     ps_cls = pydantic_settings_class(names)
     results = {"kvconfig": Samples(), "floor": Samples(), "pydantic-settings": Samples()}
+    results.update({f"kvconfig, max_concurrency={mc}": Samples() for mc in variants})
 
     async def ps() -> None:
         load_pydantic_settings(url, ps_cls)  # sync, as users call it
 
     # One warm-up of each (imports, first TLS context), not recorded.
-    await load_kvconfig(url, ca_file, kv_cls, max_concurrency)
+    await load_kvconfig(url, ca_file, kv_cls, None)
     await load_floor(url, ca_file, names)
     for i in range(runs):
         order = [
-            ("kvconfig", lambda: load_kvconfig(url, ca_file, kv_cls, max_concurrency)),
+            ("kvconfig", kv_runner(url, ca_file, kv_cls, None)),
             ("floor", lambda: load_floor(url, ca_file, names)),
+        ]
+        order += [
+            (f"kvconfig, max_concurrency={mc}", kv_runner(url, ca_file, kv_cls, mc))
+            for mc in variants
         ]
         if i < ps_runs:
             order.append(("pydantic-settings", ps))
@@ -250,8 +263,7 @@ async def bench_case(
 def table_rows(k: int, n: int, results: dict[str, Samples]) -> list[str]:
     kv = statistics.median(results["kvconfig"].wall_ms)
     rows = []
-    for name in ("kvconfig", "floor", "pydantic-settings"):
-        s = results[name]
+    for name, s in results.items():
         if not s.wall_ms:
             continue
         wall = statistics.median(s.wall_ms)
@@ -269,7 +281,14 @@ async def main() -> int:
     parser.add_argument("--runs", type=int, default=7, help="runs per contender (K=100)")
     parser.add_argument("--big-runs", type=int, default=5, help="runs for K=1000 (0: skip)")
     parser.add_argument("--ps-big-runs", type=int, default=2, help="pydantic-settings, K=1000")
-    parser.add_argument("--max-concurrency", type=int, default=64)
+    parser.add_argument(
+        "--also-concurrency",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="N",
+        help="also time kvconfig with these max_concurrency values (default: the library's)",
+    )
     args = parser.parse_args()
 
     proc, exports = start_emulator(args.latency_ms)
@@ -284,15 +303,16 @@ async def main() -> int:
             cases.append((exports["VAULT_URL_BIG"], big, 1000, args.big_runs, args.ps_big_runs))
         rows = []
         for url, names, n, runs, ps_runs in cases:
-            results = await bench_case(url, ca_file, names, runs, ps_runs, args.max_concurrency)
+            results = await bench_case(url, ca_file, names, runs, ps_runs, args.also_concurrency)
             rows += table_rows(len(names), n, results)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
+    default_mc = inspect.signature(KeyVault).parameters["max_concurrency"].default
     print(
-        f"Cold load, emulator latency {args.latency_ms:g} ms, kvconfig max_concurrency="
-        f"{args.max_concurrency}, {os.cpu_count()} CPUs\n"
+        f"Cold load, emulator latency {args.latency_ms:g} ms, kvconfig default max_concurrency="
+        f"{default_mc}, {os.cpu_count()} CPUs\n"
     )
     print(
         "| K fields | N in vault | loader | runs | median wall ms | CPU ms/secret | vs kvconfig |"
