@@ -145,10 +145,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
             "RequestEntityTooLarge",
             f"The request body exceeds the maximum allowed size of {MAX_BODY_BYTES} bytes.",
         ) from None
-    except web.RequestPayloadError:
-        # Bad Content-Encoding or chunk framing. Mark the stream done so aiohttp does not read
-        # it again after our answer (and log the same error as an unhandled exception).
-        request.content.feed_eof()
+    except web.RequestPayloadError:  # bad Content-Encoding or chunk framing
         raise ServiceError.bad_parameter(
             "The request body could not be read: it does not match its framing or Content-Encoding."
         ) from None
@@ -524,7 +521,15 @@ class _Protocol(RequestHandler):
 
     aiohttp itself answers those text/plain, echoing the input, and logs each as an error with a
     traceback; here they are a 400 ``BadParameter`` like every other refusal, logged at debug.
+    A body that turns out malformed after the answer (aiohttp drains unread bodies) is the
+    client's fault too: debug, not an error; aiohttp closes that connection.
     """
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        if isinstance(kw.get("exc_info"), web.RequestPayloadError | http_exceptions.BadHttpMessage):
+            self.logger.debug(*args, **kw)
+        else:
+            super().log_exception(*args, **kw)
 
     def handle_error(
         self,
