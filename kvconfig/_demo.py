@@ -162,7 +162,8 @@ async def run_demo(
     with _environment(_ENV), _captured_logs() as logs:
         async with KeyVaultEmulator(latency_ms=latency_ms) as emu:
             step(1, f"Started a local Key Vault emulator at {emu.vault_url}")
-            say(f"   (TLS with its own CA, the real Azure SDK, {latency_ms:g} ms per request)")
+            added = f"{latency_ms:g} ms added per request" if latency_ms else "no added latency"
+            say(f"   (TLS with its own CA, the real Azure SDK, {added})")
             _seed(emu)
             step(2, f"Seeded {len(DEMO_SECRETS)} secrets: a database, two API keys, JSON "
                  "feature flags, one disabled, one expired")  # fmt: skip

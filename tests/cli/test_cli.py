@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,3 +127,17 @@ def test_argparse_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> Non
         main(["explain"])
     assert exit_info.value.code == 2
     assert "the following arguments are required: MODULE:CLASS" in capsys.readouterr().err
+
+
+def test_a_reader_leaving_early_is_not_an_error() -> None:
+    """``kvconfig demo | head -1``: no BrokenPipeError traceback or message."""
+    result = subprocess.run(
+        f"{shlex.quote(sys.executable)} -m kvconfig demo --latency-ms 0 --interval 0.2 | head -1",
+        shell=True,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.startswith("kvconfig demo")
+    assert result.stderr == ""
