@@ -348,3 +348,20 @@ async def test_the_issue_example_class(
     assert len([r for r in keyvault_emulator.requests if r.status == 401]) == 1
     assert len(vault.plan(Settings)) == 9
     assert len(keyvault_emulator.requests) == 1 + 9  # challenge + one GET per planned secret
+
+
+async def test_nested_alias_and_env_nested_override(
+    keyvault_emulator: KeyVaultEmulator, make_vault: VaultFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Cache(BaseModel):
+        url: str = Field(alias="redisUrl")
+        ttl: int = 60
+
+    class S(BaseSettings, env_nested_delimiter="__"):
+        cache: Cache
+
+    keyvault_emulator.seed({"cache--redisUrl": "redis://vault", "cache--ttl": "5"})
+    monkeypatch.setenv("CACHE__TTL", "7")
+    settings = await make_vault().load(S)
+    assert settings.cache.url == "redis://vault"
+    assert settings.cache.ttl == 7  # env beats the vault, key by key
