@@ -254,7 +254,8 @@ def build_report(
             invalid_value=planned.field in undecodable,
         )
         fields.append(report)
-        problems.extend(_field_problems(report))
+    for report in fields:
+        problems.extend(_field_problems(report, fields))
     problems.extend(_validate(settings_cls, sources, fields))
     return ExplainReport(
         settings=name or f"{settings_cls.__module__}:{settings_cls.__qualname__}",
@@ -434,9 +435,14 @@ def _field_report(
     )
 
 
-def _field_problems(report: FieldReport) -> list[Problem]:
+def _field_problems(report: FieldReport, fields: Sequence[FieldReport]) -> list[Problem]:
     problems: list[Problem] = []
-    if not report.satisfied:
+    # A model none of whose required fields is supplied: its fields' lines say which secrets to
+    # create, so the model's own line would only repeat them.
+    covered = report.nested and any(
+        f.field.startswith(report.field + ".") and not f.satisfied for f in fields
+    )
+    if not report.satisfied and not covered:
         why = {
             "disabled": f"secret {report.secret!r} is disabled",
             "not-requested": f"secret name {report.secret!r} is invalid",

@@ -290,3 +290,21 @@ async def test_prefix_applies_to_derived_names_only(keyvault_emulator: KeyVaultE
     assert fields["db.host"].secret == "prod-db--host" and fields["db.host"].status == "found"
     assert fields["pinned"].secret == "pinned-thing"
     assert report.ok and report.prefix == "prod-"
+
+
+async def test_an_empty_vault_names_the_secrets_to_create(
+    keyvault_emulator: KeyVaultEmulator,
+) -> None:
+    report = await explain(
+        Layered,
+        vault_url=keyvault_emulator.vault_url,
+        credential=keyvault_emulator.credential(),
+        ca_file=keyvault_emulator.ca_file,
+    )
+
+    unsatisfied = [p for p in report.problems if p.kind == "unsatisfied"]
+    # The model "db" is not repeated: its fields' lines name the secrets to create.
+    assert [p.fields for p in unsatisfied] == [("db.host",), ("db.password",), ("api_key",)]
+    assert [p.secret for p in unsatisfied] == ["db--host", "db--password", "api-key"]
+    assert [p.kind for p in report.problems] == ["unsatisfied"] * 3
+    assert not report.ok
