@@ -10,6 +10,7 @@ import shlex
 import signal
 import sqlite3
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +19,32 @@ from kvconfig.emulator._emulator import KeyVaultEmulator
 
 __all__ = ["add_parser", "run"]
 
+_EPILOG = """\
+examples:
+  eval "$(kvconfig emulator &)"          in the background, its environment in this shell;
+  kill $KVCONFIG_EMULATOR_PID            stop it
+  kvconfig emulator --data .kv/vault.db  keep secrets (and the CA) across restarts
+  kvconfig emulator --vault second       a second vault too, at $VAULT_URL_SECOND
+  kvconfig emulator --latency-ms 20      answer like a vault one network hop away
+"""
+
 
 def add_parser(subparsers: Any) -> None:
     """Register the ``emulator`` sub-command on the ``kvconfig`` parser."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "emulator",
         help="run a local Azure Key Vault (secrets API over HTTPS)",
-        description=(
+        description=textwrap.fill(
             "Run a local Azure Key Vault that the unmodified Azure SDK talks to. Prints shell "
             "`export` lines (VAULT_URL, SSL_CERT_FILE, REQUESTS_CA_BUNDLE, IDENTITY_ENDPOINT, "
             "IDENTITY_HEADER, KVCONFIG_EMULATOR_PID), then closes stdout and serves until "
             'SIGINT/SIGTERM. Background use: eval "$(kvconfig emulator &)"; ...; '
-            "kill $KVCONFIG_EMULATOR_PID"
+            "kill $KVCONFIG_EMULATOR_PID",
+            width=92,
+            break_on_hyphens=False,
         ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port of the default vault (0: any)")
