@@ -33,7 +33,7 @@ def test_every_option_of_every_command_is_described() -> None:
             if isinstance(action, argparse._SubParsersAction):
                 continue
             assert action.help, f"{name} {action.option_strings or action.dest}"
-    for name in ("kvconfig", "demo", "explain"):
+    for name in ("kvconfig", "demo", "explain", "emulator"):
         sub = parser if name == "kvconfig" else commands[name]
         assert sub.epilog is not None and "examples:" in sub.epilog, name
 
