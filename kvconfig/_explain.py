@@ -210,9 +210,14 @@ async def explain(
     started = time.perf_counter()
     plan, plan_problems = plan_with_problems(settings_cls, prefix)
     refs = [s.ref for s in plan if is_valid_secret_name(s.name)]
-    async with KeyVault(
-        vault_url, credential, ca_file=ca_file, prefix=prefix, ttl=0, startup_timeout=timeout
-    ) as vault:
+    try:
+        vault = KeyVault(
+            vault_url, credential, ca_file=ca_file, prefix=prefix, ttl=0, startup_timeout=timeout
+        )
+    except BaseException:
+        await credential.close()  # the vault would have closed it
+        raise
+    async with vault:
         # The fetcher behind load(): same requests, retries and error translation.
         result = await vault._open().fetch(refs)
     return build_report(

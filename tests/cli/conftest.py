@@ -18,14 +18,19 @@ from kvconfig.emulator import CertificateAuthority, EmulatorThread, KeyVaultEmul
 def threaded_vault(
     keyvault_ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[KeyVaultEmulator]:
-    """A running emulator whose environment (VAULT_URL, CA, managed identity) is exported, so
-    ``DefaultAzureCredential`` in this process gets its tokens from it."""
+    """A running emulator whose VAULT_URL and managed identity are exported, so
+    ``DefaultAzureCredential`` in this process gets its tokens from it.
+
+    The CA is not exported (pass ``--ca-file``): the system SSL context is built once per
+    process, and one built while SSL_CERT_FILE names this CA would trust it in later tests.
+    """
     for name in list(os.environ):
         if name.startswith(("AZURE_", "MSI_", "IDENTITY_")):
             monkeypatch.delenv(name)
     with EmulatorThread(ca=keyvault_ca) as emu:
         for key, value in emu.environment().items():
-            monkeypatch.setenv(key, value)
+            if key not in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+                monkeypatch.setenv(key, value)
         yield emu
 
 
