@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from kvconfig import (
     VaultPermissionError,
     VaultUnavailableError,
 )
-from kvconfig.emulator import KeyVaultEmulator
+from kvconfig.emulator import CertificateAuthority, KeyVaultEmulator
 
 from .conftest import VaultFactory, gets, secret_gets
 
@@ -176,12 +177,14 @@ async def test_bad_request_is_not_retried(
 
 
 async def test_untrusted_certificate_fails_fast(
-    keyvault_emulator: KeyVaultEmulator, make_vault: VaultFactory
+    keyvault_emulator: KeyVaultEmulator, make_vault: VaultFactory, tmp_path: Path
 ) -> None:
-    vault = make_vault(ca_file=None)
+    other = CertificateAuthority.generate("some other CA")
+    other.save(tmp_path / "other.pem", tmp_path / "other-key.pem")
+    vault = make_vault(ca_file=tmp_path / "other.pem")
     with pytest.raises(VaultError, match="not trusted"):
         await vault.load(AlphaOnly)
-    assert keyvault_emulator.requests == []
+    assert keyvault_emulator.requests == []  # the handshake failed: no HTTP request, no retry
 
 
 # -- transient errors ----------------------------------------------------------------------
