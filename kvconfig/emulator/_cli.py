@@ -81,6 +81,8 @@ async def _serve(args: argparse.Namespace) -> int:
     ca: CertificateAuthority | None = None
     ca_file: Path | None = None
     if args.data is not None:
+        # Absolute, so the exported SSL_CERT_FILE still works after the user changes directory.
+        args.data = args.data.resolve()
         args.data.parent.mkdir(parents=True, exist_ok=True)
         # Keep the CA next to the data so clients keep trusting it across restarts.
         ca_file = args.data.with_name(args.data.name + ".ca.pem")

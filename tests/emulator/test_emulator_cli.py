@@ -26,9 +26,10 @@ EXPORTS = {
 class Cli:
     """A running ``kvconfig emulator`` process and the environment it printed."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, cwd: Path | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kvconfig", "emulator", *args],
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -69,8 +70,8 @@ def cli_factory() -> Iterator[type[Cli]]:
     started: list[Cli] = []
 
     class Tracked(Cli):
-        def __init__(self, *args: str) -> None:
-            super().__init__(*args)
+        def __init__(self, *args: str, cwd: Path | None = None) -> None:
+            super().__init__(*args, cwd=cwd)
             started.append(self)
 
     yield Tracked
@@ -163,6 +164,17 @@ with ManagedIdentityCredential() as credential, SecretClient(
         assert client.get_secret(f"durable-{i}").value == f"value-{i}", i
 print(len(names))
 """
+
+
+def test_relative_data_path_exports_an_absolute_ca_file(
+    cli_factory: type[Cli], tmp_path: Path
+) -> None:
+    """SSL_CERT_FILE must keep working after the user changes directory."""
+    cli = cli_factory("--data", "state/vault.db", cwd=tmp_path)
+    ca_file = Path(cli.env["SSL_CERT_FILE"])
+    assert ca_file.is_absolute()
+    assert ca_file == tmp_path / "state" / "vault.db.ca.pem"
+    assert ca_file.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
 
 
 def test_acknowledged_writes_survive_kill_9(cli_factory: type[Cli], tmp_path: Path) -> None:
