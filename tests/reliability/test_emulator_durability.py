@@ -1,0 +1,284 @@
+"""Durability of the emulator's ``--data`` SQLite store.
+
+Concurrent writers (several SDK clients in several processes, plus direct store writes), ``kill -9``
+of the CLI emulator at seeded-random moments (mid-write and mid-startup), restart on the same
+file. Targets: no acknowledged write lost (every ``set_secret`` that returned is readable later
+with the same version and value), ``PRAGMA integrity_check`` = ok after every kill, and the
+emulator starts fine afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from _emulator_cli import EmulatorProcess, child_env
+from _figures import record
+
+from kvconfig.emulator import CertificateAuthority, KeyVaultEmulator
+
+SEED = 20261122
+ROUNDS = 8
+WRITER_PROCESSES = 2
+CLIENTS_PER_WRITER = 3
+
+# One writer process: CLIENTS aio SecretClients writing in parallel (own names and a few shared
+# names, so rows with many versions are rewritten by concurrent writers), printing one line per
+# acknowledged write. No retries: when the emulator dies, the writer dies with it.
+WRITER = """
+import asyncio, os, ssl, sys
+import aiohttp
+from azure.core.pipeline.transport import AioHttpTransport
+from azure.identity.aio import ManagedIdentityCredential
+from azure.keyvault.secrets.aio import SecretClient
+
+TAG, CLIENTS = sys.argv[1], int(sys.argv[2])
+
+async def client_loop(credential, ctx, c):
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
+    async with SecretClient(
+        os.environ["VAULT_URL"], credential, verify_challenge_resource=False, retry_total=0,
+        transport=AioHttpTransport(session=session, session_owner=True),
+    ) as client:
+        for i in range(100_000):
+            name = f"shared-{i % 3}" if i % 4 == 0 else f"{TAG}-c{c}-{i}"
+            value = f"{TAG}-c{c}-{i}"
+            secret = await client.set_secret(name, value)
+            print("ack", name, secret.properties.version, value, flush=True)
+
+async def main():
+    ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    async with ManagedIdentityCredential() as credential:
+        await asyncio.gather(*(client_loop(credential, ctx, c) for c in range(CLIENTS)))
+
+asyncio.run(main())
+"""
+
+# Reads every acknowledged (name, version) from stdin (JSON) and prints the ones that are missing
+# or hold another value, as JSON.
+READER = """
+import asyncio, json, os, ssl, sys
+import aiohttp
+from azure.core.exceptions import ResourceNotFoundError
+from azure.core.pipeline.transport import AioHttpTransport
+from azure.identity.aio import ManagedIdentityCredential
+from azure.keyvault.secrets.aio import SecretClient
+
+async def main():
+    acked = json.load(sys.stdin)
+    ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
+    lost = []
+    gate = asyncio.Semaphore(16)
+    async with ManagedIdentityCredential() as credential, SecretClient(
+        os.environ["VAULT_URL"], credential, verify_challenge_resource=False,
+        transport=AioHttpTransport(session=session, session_owner=True),
+    ) as client:
+        async def check(name, version, value):
+            async with gate:
+                try:
+                    got = (await client.get_secret(name, version)).value
+                except ResourceNotFoundError:
+                    got = None
+            if got != value:
+                lost.append([name, version, value, got])
+        await asyncio.gather(*(check(*item) for item in acked))
+    print(json.dumps(lost))
+
+asyncio.run(main())
+"""
+
+
+def integrity(data: Path, scratch: Path) -> str:
+    """``PRAGMA integrity_check`` of the files as a kill left them (on a copy, WAL included, so
+    the check's own recovery does not change what the restart sees)."""
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    scratch.mkdir()
+    for suffix in ("", "-wal", "-shm"):
+        source = data.with_name(data.name + suffix)
+        if source.exists():
+            shutil.copyfile(source, scratch / source.name)
+    copy = scratch / data.name
+    if not copy.exists():
+        return "ok (no file yet)"
+    with sqlite3.connect(copy) as conn:
+        rows = conn.execute("PRAGMA integrity_check").fetchall()
+        conn.execute("SELECT count(*) FROM secrets").fetchone()  # the schema is there
+    return ", ".join(str(r[0]) for r in rows)
+
+
+class Writers:
+    """Writer processes for one round; their acks are collected by reader threads."""
+
+    def __init__(self, env: dict[str, str], round_no: int) -> None:
+        self.acks: list[tuple[str, str, str]] = []
+        self._lock = threading.Lock()
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", WRITER, f"r{round_no}w{w}", str(CLIENTS_PER_WRITER)],
+                env=child_env(env),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            for w in range(WRITER_PROCESSES)
+        ]
+        self._threads = [threading.Thread(target=self._read, args=(p,)) for p in self.procs]
+        for thread in self._threads:
+            thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            word, name, version, value = line.split()
+            assert word == "ack"
+            with self._lock:
+                self.acks.append((name, version, value))
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.acks)
+
+    def finish(self) -> list[tuple[str, str, str]]:
+        """Wait for the writers to die (the emulator is gone); return every ack."""
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        for proc in self.procs:
+            assert proc.stdout is not None
+            proc.stdout.close()
+        return list(self.acks)
+
+
+def read_back(env: dict[str, str], acked: dict[tuple[str, str], str]) -> list[list[str | None]]:
+    items = [[name, version, value] for (name, version), value in acked.items()]
+    result = subprocess.run(
+        [sys.executable, "-c", READER],
+        input=json.dumps(items),
+        env=child_env(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lost: list[list[str | None]] = json.loads(result.stdout)
+    return lost
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    data = tmp_path / "vault.db"
+    scratch = tmp_path / "check"
+    acked: dict[tuple[str, str], str] = {}
+    kills = startup_kills = 0
+    integrity_failures: list[str] = []
+
+    for round_no in range(ROUNDS):
+        emulator = EmulatorProcess("--data", str(data))
+        try:
+            if round_no % 4 == 0:
+                # Mid-startup (round 0: the very first start, CA and schema being created):
+                # Python imports, CA load, SQLite open, listening - wherever it is.
+                time.sleep(rng.uniform(0.0, 1.0))
+                emulator.kill()
+                startup_kills += 1
+            else:
+                env = emulator.wait_ready()
+                writers = Writers(env, round_no)
+                target = rng.randint(1, 120)
+                deadline = time.monotonic() + 30
+                while writers.count() < target and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                time.sleep(rng.uniform(0.0, 0.05))  # land anywhere inside a write
+                emulator.kill()
+                for name, version, value in writers.finish():
+                    acked[(name, version)] = value
+            kills += 1
+        finally:
+            emulator.kill()
+        check = integrity(data, scratch)
+        if check not in ("ok", "ok (no file yet)"):
+            integrity_failures.append(f"round {round_no}: {check}")
+
+    final = EmulatorProcess("--data", str(data))
+    try:
+        env = final.wait_ready()  # starts fine after every kind of kill
+        lost = read_back(env, acked)
+    finally:
+        assert final.stop() == 0
+    final_check = integrity(data, scratch)
+
+    record("emulator.durability.rounds", ROUNDS)
+    record("emulator.durability.kill9", kills)
+    record("emulator.durability.kill9_during_startup", startup_kills)
+    record("emulator.durability.writes_acknowledged", len(acked))
+    record("emulator.durability.writes_lost", len(lost), target="0")
+    record("emulator.durability.corrupt_files", len(integrity_failures), target="0")
+    assert len(acked) >= 100, "too few writes to mean anything"
+    assert lost == [], lost[:10]
+    assert integrity_failures == []
+    assert final_check == "ok"
+
+
+@pytest.mark.slow
+async def test_concurrent_sdk_and_direct_writers_in_one_process(
+    tmp_path: Path, keyvault_ca: CertificateAuthority
+) -> None:
+    """Several SDK clients and direct ``set_secret`` calls write the same rows at once; after
+    a clean close and a restart on the file, every acknowledged version is there."""
+    data = tmp_path / "vault.db"
+    acked: dict[tuple[str, str], str] = {}
+    writes = 40
+
+    async with KeyVaultEmulator(data=data, ca=keyvault_ca) as emu:
+
+        async def sdk_writer(c: int) -> None:
+            async with emu.secret_client(retry_total=0) as client:
+                for i in range(writes):
+                    name = f"shared-{i % 3}" if i % 2 else f"sdk{c}-{i}"
+                    secret = await client.set_secret(name, f"sdk{c}-{i}")
+                    assert secret.properties.version is not None
+                    acked[(name, secret.properties.version)] = f"sdk{c}-{i}"
+
+        async def direct_writer() -> None:
+            for i in range(writes * 2):
+                name = f"shared-{i % 3}"
+                acked[(name, emu.set_secret(name, f"direct-{i}"))] = f"direct-{i}"
+                await asyncio.sleep(0.001)
+
+        await asyncio.gather(*(sdk_writer(c) for c in range(4)), direct_writer())
+
+    with sqlite3.connect(data) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+    lost = []
+    async with (
+        KeyVaultEmulator(data=data, ca=keyvault_ca) as emu,
+        emu.secret_client() as client,
+    ):
+        for (name, version), value in acked.items():
+            try:
+                got = (await client.get_secret(name, version)).value
+            except Exception as exc:  # ResourceNotFoundError: the version was lost
+                got = type(exc).__name__
+            if got != value:
+                lost.append((name, version, value, got))
+    record("emulator.durability.in_process_writes_acknowledged", len(acked))
+    record("emulator.durability.in_process_writes_lost", len(lost), target="0")
+    assert lost == [], lost[:10]
