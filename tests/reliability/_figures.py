@@ -12,16 +12,18 @@ the value it measured and, when the issue sets one, the target it asserts (as te
 The figures live in one JSON-lines file, one line per name, the latest value winning:
 ``{"name", "value", "target", "test"}`` (``test`` is the pytest node id, from
 ``PYTEST_CURRENT_TEST``). The file is ``bench/results/reliability.jsonl`` at the repository root,
-or the path in ``KVCONFIG_FIGURES``. Each call rewrites it atomically (temp file + rename), so
-an interrupted run never leaves half a line, and the file only changes where a figure changed.
-Record before asserting the target, so a failing run still leaves its figure. :func:`load`
-returns the figures for a table printer (``scripts/reliability-table``), in name order.
+or the path in ``KVCONFIG_FIGURES``. Each call rewrites it atomically (temp file + rename, under
+a lock on its directory, so concurrent runs lose nothing), so an interrupted run never leaves
+half a line, and the file only changes where a figure changed. Record before asserting the
+target, so a failing run still leaves its figure. :func:`load` returns the figures for a table
+printer (``scripts/reliability-table``), in name order.
 
 Plain standard library on purpose: the table script imports this file without pytest.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -56,16 +58,17 @@ def load(path: Path | None = None) -> dict[str, dict[str, Any]]:
 def record(name: str, value: Any, target: str | None = None) -> None:
     """Keep one measured figure (JSON-serialisable ``value``) under ``name``, replacing the last."""
     path = figures_file()
-    figures = load(path)
     test = os.environ.get("PYTEST_CURRENT_TEST", "").removesuffix(" (call)")
-    figures[name] = {
-        "name": name,
-        "value": value,
-        "target": target,
-        "test": test,
-    }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    body = "".join(json.dumps(doc, sort_keys=True) + "\n" for _, doc in sorted(figures.items()))
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, path)
+    # Two test runs may record at once: lock the directory around the read-modify-write.
+    lock = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        figures = load(path)
+        figures[name] = {"name": name, "value": value, "target": target, "test": test}
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        lines = [json.dumps(doc, sort_keys=True) + "\n" for _, doc in sorted(figures.items())]
+        tmp.write_text("".join(lines), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        os.close(lock)  # releases the lock
