@@ -643,8 +643,8 @@ def render_report(report: ExplainReport, style: Style) -> str:
         f"{style('Settings', 'bold')}  {report.settings}",
         f"{style('Vault', 'bold')}     {report.vault_url}  (prefix: {prefix})",
         f"{style('Sources', 'bold')}   {' > '.join(report.source_order)}  (first wins)",
-        f"{style('Read', 'bold')}      {len(report.fields)} fields, {report.requests} requests, "
-        f"{report.duration_ms:.0f} ms; values are never shown",
+        f"{style('Read', 'bold')}      {len(report.fields)} fields, "
+        f"{report.requests} GET requests, {report.duration_ms:.0f} ms; values are never shown",
         "",
     ]
     rows: list[list[str | Cell]] = []

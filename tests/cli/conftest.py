@@ -45,9 +45,12 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def run_kvconfig(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m kvconfig ARGS`` as a user would run it; output captured (so not a TTY)."""
+    """``kvconfig ARGS`` as a user runs it (the installed console script, whose directory, not
+    the current one, is first on ``sys.path``); output captured, so not a TTY."""
+    script = Path(sys.executable).with_name("kvconfig")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "kvconfig"]
     return subprocess.run(
-        [sys.executable, "-m", "kvconfig", *args],
+        [*command, *args],
         env=env if env is not None else child_env(),
         cwd=cwd,
         capture_output=True,
