@@ -42,6 +42,7 @@ T = TypeVar("T")
 MAX_EXAMPLES = 200
 API = "api-version=7.4"
 CHALLENGE_PREFIX = 'Bearer authorization="https://login.microsoftonline.com/'
+SEEDED_VALUE = "seeded-value-c4n4ry"
 
 
 # -- answers and what every error answer must look like ----------------------------------------
@@ -63,6 +64,7 @@ def assert_azure_error(answer: Answer, context: object) -> None:
     assert answer.headers.get("content-type", "").startswith("application/json"), where
     text = answer.body.decode("utf-8", "replace")
     assert "Traceback" not in text and 'File "' not in text, where
+    assert SEEDED_VALUE not in text, where  # an error never carries a secret's value
     doc = json.loads(answer.body)
     assert isinstance(doc, dict) and set(doc) == {"error"}, where
     error = doc["error"]
@@ -217,7 +219,7 @@ async def client(keyvault_emulator: KeyVaultEmulator) -> AsyncIterator[Client]:
         ) as session,
     ):
         token = (await credential.get_token("https://vault.azure.net/.default")).token
-        keyvault_emulator.seed({"hostile": "seeded-value", "other": "x"})
+        keyvault_emulator.seed({"hostile": SEEDED_VALUE, "other": "x"})
         yield Client(keyvault_emulator, session, token)
 
 
@@ -242,7 +244,7 @@ async def assert_still_serving(client: Client, errors: Callable[[], list[str]], 
     async with emu.secret_client() as sdk:
         await sdk.set_secret("still-serving", "yes")
         assert (await sdk.get_secret("still-serving")).value == "yes"
-        assert (await sdk.get_secret("hostile")).value == "seeded-value"
+        assert (await sdk.get_secret("hostile")).value == SEEDED_VALUE
     fives = [r for r in emu.requests if r.status >= 500]
     record(f"emulator.hostile.answers_5xx.{kind}", len(fives), target="0")
     assert not fives, fives[:5]
@@ -682,6 +684,32 @@ async def test_malformed_http(client: Client, error_logs: Callable[[], list[str]
     await assert_still_serving(client, error_logs, "malformed_http")
 
 
+async def test_stalled_connections_do_not_stop_service(
+    client: Client, error_logs: Callable[[], list[str]]
+) -> None:
+    """Many connections that send half a request and stall (slowloris): the vault still answers,
+    and they are dropped when the client goes."""
+    stalled = []
+    try:
+        for i in range(100):
+            _, writer = await asyncio.open_connection(
+                "127.0.0.1", client.port, ssl=client.emu.ssl_context(), server_hostname="127.0.0.1"
+            )
+            partial = client.request_bytes(b"PUT", body=b'{"value":"stalled"}')
+            writer.write(partial[: 20 + i])
+            stalled.append(writer)
+        await asyncio.gather(*(w.drain() for w in stalled))
+        await assert_still_serving(client, error_logs, "stalled_connections")
+    finally:
+        for writer in stalled:
+            writer.close()
+        for writer in stalled:
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+    record("emulator.hostile.tried.stalled_connections", len(stalled))
+    await assert_still_serving(client, error_logs, "stalled_connections")
+
+
 # -- where and how it listens ------------------------------------------------------------------
 
 
@@ -718,7 +746,7 @@ async def test_vault_api_is_tls_only(client: Client, error_logs: Callable[[], li
     with contextlib.suppress(ConnectionError):
         await writer.wait_closed()
     assert not received.startswith(b"HTTP/"), received[:100]
-    assert b"seeded-value" not in received
+    assert SEEDED_VALUE.encode() not in received
 
     async with aiohttp.ClientSession() as plain:
         with pytest.raises(aiohttp.ClientError):
