@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -150,91 +150,144 @@ async def run_demo(
 ) -> int:
     """Run the demo, printing to ``out``; returns the exit status (0: everything worked)."""
     started = time.perf_counter()
-
-    def say(text: str = "") -> None:
-        print(text, file=out, flush=True)
-
-    def step(number: int, text: str) -> None:
-        say(f"{style(f'{number}.', 'bold', 'cyan')} {text}")
-
-    say(style("kvconfig demo", "bold") + ": Azure Key Vault -> pydantic-settings, no Azure needed")
-    say()
+    show = _Output(out, style)
+    title = style("kvconfig demo", "bold")
+    show.say(f"{title}: Azure Key Vault -> pydantic-settings, no Azure account needed")
+    show.say()
     with _environment(_ENV), _captured_logs() as logs:
         async with KeyVaultEmulator(latency_ms=latency_ms) as emu:
-            step(1, f"Started a local Key Vault emulator at {emu.vault_url}")
+            show.step(1, f"Started a local Key Vault emulator at {emu.vault_url}")
             added = f"{latency_ms:g} ms added per request" if latency_ms else "no added latency"
-            say(f"   (TLS with its own CA, the real Azure SDK, {added})")
+            show.say(f"   (TLS with its own CA, the real Azure SDK, {added})")
             _seed(emu)
-            step(2, f"Seeded {len(DEMO_SECRETS)} secrets: a database, two API keys, JSON "
-                 "feature flags, one disabled, one expired")  # fmt: skip
+            show.step(2, f"Seeded {len(DEMO_SECRETS)} secrets: a database, two API keys, JSON "
+                      "feature flags, one disabled, one expired")  # fmt: skip
             async with KeyVault(emu.vault_url, emu.credential(), ca_file=emu.ca_file) as vault:
-                settings = await _load(vault, emu, settings_cls, step, say, style, logs, latency_ms)
-                say()
-                ok = await _rotate(vault, emu, settings_cls, settings, step, say, style, interval)
-    say()
+                demo = _Demo(show, emu, vault, settings_cls)
+                settings = await demo.load(logs, latency_ms)
+                show.say()
+                ok = await demo.rotate(settings, interval)
+    show.say()
     elapsed = time.perf_counter() - started
     if ok:
-        say(style(f"Done in {elapsed:.1f} s.", "green", "bold") + " Next:")
+        show.say(style(f"Done in {elapsed:.1f} s.", "green", "bold") + " Next:")
     else:
-        say(style(f"The live settings did not pick up the rotation ({elapsed:.1f} s).", "red"))
-    say("  kvconfig explain MODULE:CLASS --vault-url URL   check your own class against a vault")
-    say("  kvconfig emulator                               a local vault for your tests and apps")
+        show.say(style(f"The live settings missed the rotation ({elapsed:.1f} s).", "red"))
+    show.say("  kvconfig explain MODULE:CLASS --vault-url URL   check your class against a vault")
+    show.say("  kvconfig emulator                               a local vault for tests and apps")
     return 0 if ok else 1
 
 
-async def _load(
-    vault: KeyVault,
-    emu: KeyVaultEmulator,
-    settings_cls: type[BaseSettings],
-    step: Any,
-    say: Any,
-    style: Style,
-    logs: list[logging.LogRecord],
-    latency_ms: float,
-) -> BaseSettings:
-    emu.clear_requests()
-    logs.clear()
-    loaded_at = time.perf_counter()
-    settings = await vault.load(settings_cls)
-    took_ms = (time.perf_counter() - loaded_at) * 1000
-    requests = list(emu.requests)
-    challenges = sum(1 for r in requests if r.status == 401)
-    gets = len(requests) - challenges
-    name = f"{settings_cls.__module__}.{settings_cls.__qualname__}"
-    took = style(f"{took_ms:.0f} ms", "bold")
-    step(3, f"Loaded {name} concurrently: {took}, {style(str(len(requests)), 'bold')} requests")
-    say(f"   ({challenges} auth challenge + {gets} GETs: the first alone, then all at once)")
-    if latency_ms:
-        sequential = len(requests) * latency_ms
-        say(f"   One at a time, {len(requests)} round trips of {latency_ms:g} ms would take "
-            f"{sequential:.0f} ms or more")  # fmt: skip
+class _Output:
+    """Where the demo writes, and how it styles."""
 
-    # Where each value came from: the explain report over the secrets load() just fetched
-    # (served from the vault's cache: no further request).
-    plan = vault.plan(settings_cls)
-    fetched = await vault._open().fetch(plan.refs)
-    report = build_report(
-        settings_cls, plan, (), fetched.secrets, vault_url=vault.vault_url, requests=0,
-        duration_ms=0.0,
-    )  # fmt: skip
-    say()
-    rows = [_row(field, settings, style) for field in report.fields if not field.nested]
-    say(render_table(["FIELD", "SECRET", "STATUS", "VERSION", "SOURCE", "VALUE"], rows, style))
-    say()
-    say(f"   {style('kvconfig logged', 'bold')} (logger 'kvconfig'; names and versions only):")
-    for record in logs:
-        colour = "yellow" if record.levelno >= logging.WARNING else "dim"
-        say(f"     {style(record.levelname, colour)} {record.getMessage()}")
-    return settings
+    def __init__(self, out: TextIO, style: Style) -> None:
+        self.out = out
+        self.style = style
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)  # flushed: each step shows as it happens
+
+    def step(self, number: int, text: str) -> None:
+        self.say(f"{self.style(f'{number}.', 'bold', 'cyan')} {text}")
 
 
-def _row(field: FieldReport, settings: BaseSettings, style: Style) -> list[str | Cell]:
-    status_style = {"found": ("green",), "disabled": ("red",), "expired": ("red",)}
+class _Demo:
+    """Steps 3 and 4: the load and its report, then the rotation seen by the live settings."""
+
+    def __init__(
+        self,
+        show: _Output,
+        emu: KeyVaultEmulator,
+        vault: KeyVault,
+        settings_cls: type[BaseSettings],
+    ) -> None:
+        self.show = show
+        self.style = show.style
+        self.emu = emu
+        self.vault = vault
+        self.settings_cls = settings_cls
+
+    async def load(self, logs: list[logging.LogRecord], latency_ms: float) -> BaseSettings:
+        """Load concurrently; print the cost, where each field came from, and the log lines."""
+        show, style, emu = self.show, self.style, self.emu
+        emu.clear_requests()
+        logs.clear()
+        loaded_at = time.perf_counter()
+        settings = await self.vault.load(self.settings_cls)
+        took_ms = (time.perf_counter() - loaded_at) * 1000
+        requests = len(emu.requests)
+        challenges = sum(1 for r in emu.requests if r.status == 401)
+        name = f"{self.settings_cls.__module__}.{self.settings_cls.__qualname__}"
+        took = style(f"{took_ms:.0f} ms", "bold")
+        show.step(3, f"Loaded {name} concurrently: {took}, {style(str(requests), 'bold')} requests")
+        show.say(f"   ({challenges} auth challenge + {requests - challenges} GETs: the first "
+                 "alone, then all at once)")  # fmt: skip
+        if latency_ms:
+            show.say(f"   One at a time, {requests} round trips of {latency_ms:g} ms would take "
+                     f"{requests * latency_ms:.0f} ms or more")  # fmt: skip
+        show.say()
+        show.say(render_table(_HEADERS, await self._rows(settings), style))
+        show.say()
+        show.say(f"   {style('kvconfig logged', 'bold')} (logger 'kvconfig'; never a value):")
+        for record in logs:
+            colour = "yellow" if record.levelno >= logging.WARNING else "dim"
+            show.say(f"     {style(record.levelname, colour)} {record.getMessage()}")
+        return settings
+
+    async def _rows(self, settings: BaseSettings) -> list[list[str | Cell]]:
+        # Where each value came from: the explain report over the secrets load() just fetched,
+        # read again from the vault's cache (no request).
+        plan = self.vault.plan(self.settings_cls)
+        fetched = await self.vault._open().fetch(plan.refs)
+        report = build_report(
+            self.settings_cls, plan, (), fetched.secrets, vault_url=self.vault.vault_url,
+            requests=0, duration_ms=0.0,
+        )  # fmt: skip
+        return [_row(field, settings) for field in report.fields if not field.nested]
+
+    async def rotate(self, loaded: BaseSettings, interval: float) -> bool:
+        """Rotate the database password; print the ChangeEvent the live settings publish."""
+        show, style, emu = self.show, self.style, self.emu
+        async with self.vault.watch(self.settings_cls, interval=interval) as live:
+            changes = live.changes()
+            show.step(4, f"Watching: live settings refresh in the background every {interval:g} s")
+            emu.clear_requests()
+            emu.set_secret(ROTATED_SECRET, ROTATED_PASSWORD)
+            rotated_at = time.perf_counter()
+            show.say(f"   Rotated {ROTATED_SECRET} in the vault (a new version, as a password "
+                     "rotation does)")  # fmt: skip
+            event = await _next_change(changes, timeout=max(10.0, 5 * interval))
+            if event is None:
+                return False
+            picked_up = time.perf_counter() - rotated_at
+            lists = sum(1 for r in emu.requests if r.path.rstrip("/") == "/secrets")
+            gets = len(emu.requests) - lists
+            show.say(f"   {style('ChangeEvent', 'bold')} generation {event.generation}, "
+                     f"{picked_up:.2f} s after the rotation:")  # fmt: skip
+            for change in event.secrets:
+                show.say(f"     {', '.join(event.fields)}: {change.name} "
+                         f"{short_version(change.old_version)} {style('→', 'bold')} "
+                         f"{short_version(change.new_version)}")  # fmt: skip
+            current = live.current
+        applied = _secret(current) == ROTATED_PASSWORD != _secret(loaded)
+        mark = style("✓", "green") if applied else style("✗", "red")
+        show.say(f"   {mark} live.current.database.password holds the new value ({MASK})")
+        show.say(f"   The refresh cost {lists} list request(s) + {gets} GETs: it lists the vault "
+                 "and re-reads only secrets that may have changed")  # fmt: skip
+        return applied
+
+
+_HEADERS = ["FIELD", "SECRET", "STATUS", "VERSION", "SOURCE", "VALUE"]
+_STATUS_STYLE = {"found": ("green",), "disabled": ("red",), "expired": ("red",)}
+
+
+def _row(field: FieldReport, settings: BaseSettings) -> list[str | Cell]:
     source = field.winner or "MISSING"
     return [
         field.field,
         field.secret,
-        Cell(field.status, status_style.get(field.status, ("dim",))),
+        Cell(field.status, _STATUS_STYLE.get(field.status, ("dim",))),
         short_version(field.version) if field.winner == "vault" else "-",
         Cell(source, ("cyan",) if source == "vault" else ()),
         _shown_value(_value_at(settings, field.field)),
@@ -248,6 +301,12 @@ def _value_at(settings: BaseSettings, dotted: str) -> object:
     return value
 
 
+def _secret(settings: BaseSettings) -> str | None:
+    """The rotated secret's value, for comparison only (never printed)."""
+    value = _value_at(settings, "database.password")
+    return value.get_secret_value() if isinstance(value, SecretStr) else None
+
+
 def _shown_value(value: object) -> str:
     """How a value is shown: secrets masked whatever their content, the rest as JSON-ish text."""
     if isinstance(value, SecretStr | SecretBytes):
@@ -259,57 +318,10 @@ def _shown_value(value: object) -> str:
     return str(value)
 
 
-async def _rotate(
-    vault: KeyVault,
-    emu: KeyVaultEmulator,
-    settings_cls: type[BaseSettings],
-    loaded: BaseSettings,
-    step: Any,
-    say: Any,
-    style: Style,
-    interval: float,
-) -> bool:
-    async with vault.watch(settings_cls, interval=interval) as live:
-        changes = live.changes()
-        step(4, f"Watching: live settings refresh in the background every {interval:g} s")
-        emu.clear_requests()
-        emu.set_secret(ROTATED_SECRET, ROTATED_PASSWORD)
-        rotated_at = time.perf_counter()
-        say(f"   Rotated {ROTATED_SECRET} in the vault (a new version, as a password rotation "
-            "does)")  # fmt: skip
-        event = await _next_change(changes, timeout=max(10.0, 5 * interval))
-        if event is None:
-            return False
-        picked_up = time.perf_counter() - rotated_at
-        lists = sum(1 for r in emu.requests if r.path.rstrip("/") == "/secrets")
-        gets = len(emu.requests) - lists
-        say(f"   {style('ChangeEvent', 'bold')} generation {event.generation}, "
-            f"{picked_up:.2f} s after the rotation:")  # fmt: skip
-        for change in event.secrets:
-            say(f"     {', '.join(event.fields)}: {change.name} "
-                f"{short_version(change.old_version)} {style('→', 'bold')} "
-                f"{short_version(change.new_version)}")  # fmt: skip
-        current = live.current
-    new_value = _value_at(current, "database.password")
-    old_value = _value_at(loaded, "database.password")
-    applied = (
-        isinstance(new_value, SecretStr)
-        and isinstance(old_value, SecretStr)
-        and new_value.get_secret_value() == ROTATED_PASSWORD
-        and old_value.get_secret_value() != ROTATED_PASSWORD
-    )
-    mark = style("✓", "green") if applied else style("✗", "red")
-    say(f"   {mark} live.current.database.password holds the new value ({MASK})")
-    say(f"   The refresh cost {lists} list request(s) + {gets} GETs: it lists the vault and "
-        "re-reads only secrets that may have changed")  # fmt: skip
-    return applied
-
-
-async def _next_change(changes: Any, timeout: float) -> ChangeEvent | None:
+async def _next_change(changes: AsyncIterator[ChangeEvent], timeout: float) -> ChangeEvent | None:
     try:
         async with asyncio.timeout(timeout):
-            event: ChangeEvent = await anext(changes)
-            return event
+            return await anext(changes)
     except (TimeoutError, StopAsyncIteration):
         return None
 
