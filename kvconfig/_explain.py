@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import logging
 import os
 import sys
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import ClientAuthenticationError
 from pydantic import ValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -47,6 +49,7 @@ from kvconfig._errors import (
     InvalidSecretNameError,
     SecretNameCollisionError,
     SettingsValidationError,
+    VaultAuthenticationError,
 )
 from kvconfig._fetch import FetchedSecret, SecretStatus
 from kvconfig._names import PlannedSecret, SettingsPlan, is_valid_secret_name, plan_with_problems
@@ -600,7 +603,23 @@ def run(args: argparse.Namespace) -> int:
     if not args.vault_url:
         raise UsageError("--vault-url is required (or set VAULT_URL)")
     settings_cls = import_settings_class(args.settings)
-    report = asyncio.run(_explain_with_default_credential(settings_cls, args))
+    if not getattr(args, "verbose", 0):
+        # DefaultAzureCredential logs a multi-line WARNING listing every credential it tried;
+        # the error below says what failed in one line, and -v shows the list.
+        logging.getLogger("azure.identity").setLevel(logging.ERROR)
+    try:
+        report = asyncio.run(_explain_with_default_credential(settings_cls, args))
+    except VaultAuthenticationError as exc:
+        cause = exc.__cause__
+        if not isinstance(cause, ClientAuthenticationError) or cause.response is not None:
+            raise
+        reason = (cause.message or "").strip().splitlines()[:1]
+        raise VaultAuthenticationError(
+            f"{exc}: {reason[0] if reason else 'no token'} (kvconfig -v explain ... lists each "
+            "credential DefaultAzureCredential tried)",
+            vault_url=exc.vault_url,
+            secret_name=exc.secret_name,
+        ) from cause
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

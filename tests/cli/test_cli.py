@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kvconfig._cli import build_parser, main
+from kvconfig.emulator import CertificateAuthority, EmulatorThread
 
 from .conftest import child_env, run_kvconfig
 
@@ -141,3 +142,20 @@ def test_a_reader_leaving_early_is_not_an_error() -> None:
     )
     assert result.stdout.startswith("kvconfig demo")
     assert result.stderr == ""
+
+
+def test_no_credential_is_one_line(keyvault_ca: CertificateAuthority, tmp_path: Path) -> None:
+    """DefaultAzureCredential finds nothing: its multi-line warning is not shown, one line is."""
+    (tmp_path / "needs_one_mod.py").write_text(
+        "from pydantic_settings import BaseSettings\nclass S(BaseSettings):\n    a: str\n"
+    )
+    env = {k: v for k, v in child_env().items() if not k.startswith("IDENTITY_")}
+    with EmulatorThread(ca=keyvault_ca) as emu:
+        result = run_kvconfig(
+            "explain", "needs_one_mod:S", "--vault-url", emu.vault_url,
+            "--ca-file", str(emu.ca_file), env=env, cwd=tmp_path,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("kvconfig explain: error: ")
+    assert "authenticate" in result.stderr or "refused the credential" in result.stderr
