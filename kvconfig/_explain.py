@@ -603,10 +603,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.vault_url:
         raise UsageError("--vault-url is required (or set VAULT_URL)")
     settings_cls = import_settings_class(args.settings)
+    identity_logger = logging.getLogger("azure.identity")
+    level = identity_logger.level
     if not getattr(args, "verbose", 0):
         # DefaultAzureCredential logs a multi-line WARNING listing every credential it tried;
         # the error below says what failed in one line, and -v shows the list.
-        logging.getLogger("azure.identity").setLevel(logging.ERROR)
+        identity_logger.setLevel(logging.ERROR)
     try:
         report = asyncio.run(_explain_with_default_credential(settings_cls, args))
     except VaultAuthenticationError as exc:
@@ -620,6 +622,8 @@ def run(args: argparse.Namespace) -> int:
             vault_url=exc.vault_url,
             secret_name=exc.secret_name,
         ) from cause
+    finally:
+        identity_logger.setLevel(level)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
