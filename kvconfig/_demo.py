@@ -284,6 +284,8 @@ _STATUS_STYLE = {"found": ("green",), "disabled": ("red",), "expired": ("red",)}
 
 def _row(field: FieldReport, settings: BaseSettings) -> list[str | Cell]:
     source = field.winner or "MISSING"
+    if field.env_var:
+        source += f" {field.env_var}"
     return [
         field.field,
         field.secret,

@@ -25,7 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,8 @@ class FieldReport:
         sources: Every source that supplies a value for the field, highest precedence first.
         winner: The source whose value ``load()`` would use (``"default"`` for a default, ``None``
             when nothing supplies a required field).
+        env_var: The environment variable (or dotenv key) that supplies the value, when the
+            winner is ``env`` or ``dotenv`` and its name can be told.
     """
 
     field: str
@@ -127,6 +129,7 @@ class FieldReport:
     expires_on: datetime | None
     sources: tuple[str, ...]
     winner: str | None
+    env_var: str | None = None
 
     @property
     def satisfied(self) -> bool:
@@ -261,6 +264,9 @@ def build_report(
             name_problems.get(planned.field),
             invalid_value=planned.field in undecodable,
         )
+        if report.winner in ("env", "dotenv"):
+            source = sources[[label for label, _ in source_data].index(report.winner)]
+            report = replace(report, env_var=_env_var(source, settings_cls, planned))
         fields.append(report)
     for report in fields:
         problems.extend(_field_problems(report, fields))
@@ -373,6 +379,36 @@ def _run_vault_source(
                 kept.pop(planned.ref.key, None)
     source._bind(plan, {})
     return {}
+
+
+def _env_var(
+    source: PydanticBaseSettingsSource, settings_cls: type[BaseSettings], planned: PlannedSecret
+) -> str | None:
+    """The environment variable (or dotenv key) ``source`` reads ``planned``'s value from.
+
+    Asks pydantic-settings for the field's candidate names (prefix, aliases, case), then, for a
+    nested field, the ``env_nested_delimiter`` form. Best effort: ``None`` if it cannot tell.
+    """
+    if not isinstance(source, EnvSettingsSource):
+        return None
+    try:
+        top = planned.field_path[0]
+        names = [n for _, n, _ in source._extract_field_info(settings_cls.model_fields[top], top)]
+        delimiter = source.env_nested_delimiter
+        candidates: list[str] = []
+        for name in names:
+            if delimiter and len(planned.key_path) > 1:
+                rest = delimiter.join(planned.key_path[1:])
+                candidates.append(
+                    name + delimiter + (rest if source.case_sensitive else rest.lower())
+                )
+            candidates.append(name)  # the whole value, as JSON for a model
+        present = next((c for c in candidates if source.env_vars.get(c) is not None), None)
+    except (AttributeError, KeyError, TypeError):  # pydantic-settings internals moved
+        return None
+    if present is None:
+        return None
+    return present if source.case_sensitive else present.upper()
 
 
 def _loc(loc: object) -> tuple[str, ...]:
@@ -721,6 +757,8 @@ def _source_cell(report: FieldReport) -> Cell:
     if report.winner is None:
         return Cell("MISSING", ("red", "bold"))
     text = report.winner
+    if report.env_var:
+        text += f" {report.env_var}"
     shadowed = [s for s in report.sources[1:] if s in ("vault", "env", "dotenv")]
     if shadowed and not report.nested:
         text += f" (over {', '.join(shadowed)})"

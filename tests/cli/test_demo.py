@@ -46,7 +46,7 @@ def test_demo_runs_as_the_readme_shows() -> None:
     assert rows["database.port"][1:] == ["missing", "-", "default", "5432"]
     assert rows["legacy_token"][1:] == ["disabled", "-", "default", "None"]
     assert rows["signing_key"][1] == "expired" and rows["signing_key"][4] == MASK
-    assert rows["log_level"][3:] == ["env", "debug"]
+    assert rows["log_level"][3:] == ["env ORDERS_LOG_LEVEL", "debug"]
     assert rows["feature_flags"][4] == '{"new_checkout": true, "dark_mode": false}'
     assert "concurrently" in out and "12 requests" in out
     assert "WARNING secret legacy-token" in out and "WARNING secret signing-key" in out
@@ -68,8 +68,8 @@ def test_the_users_environment_wins_over_the_demo_default() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     rows = table_rows(result.stdout)
-    assert rows["log_level"][3:] == ["env", "warning"]
-    assert rows["database.port"][3:] == ["env", "6432"]
+    assert rows["log_level"][3:] == ["env ORDERS_LOG_LEVEL", "warning"]
+    assert rows["database.port"][3:] == ["env ORDERS_DATABASE__PORT", "6432"]
 
 
 async def test_colour_only_when_asked_for() -> None:

@@ -248,6 +248,8 @@ async def test_environment_and_dotenv_win_over_the_vault(
     fields = {f.field: f for f in report.fields}
     assert fields["api_key"].winner == "env" and fields["api_key"].sources == ("env", "vault")
     assert fields["region"].winner == "dotenv" and fields["region"].sources == ("dotenv", "vault")
+    assert (fields["api_key"].env_var, fields["region"].env_var) == ("API_KEY", "REGION")
+    assert fields["db.host"].env_var is None
     assert fields["db.host"].winner == "vault" and fields["db.host"].status == "found"
     assert fields["db"].nested and fields["db"].status == "missing"
     assert fields["pinned"].pinned_version == "0" * 32 and fields["pinned"].status == "missing"
