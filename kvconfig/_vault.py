@@ -292,8 +292,9 @@ class KeyVault:
                     ...
 
         Entering loads like :meth:`load` (same errors) and starts one background task that
-        refreshes every ``interval`` (+-10 % jitter) at the lowest request cost, validates the
-        complete new Settings before publishing it, and keeps the last-known-good on any failure.
+        refreshes at most every ``interval`` (up to 10 % sooner, jittered) at the lowest request
+        cost, validates the complete new Settings before publishing it, and keeps the
+        last-known-good on any failure.
 
         Args:
             settings_cls: The Settings class.

@@ -255,7 +255,7 @@ class LiveSettings(Generic[SettingsT]):
 
     @property
     def interval(self) -> float:
-        """Seconds between refreshes (each jittered by +-10 %)."""
+        """Most seconds between refreshes (each jittered down by up to 10 %)."""
         return self._interval
 
     def __repr__(self) -> str:
@@ -337,8 +337,9 @@ class LiveSettings(Generic[SettingsT]):
                 delay = self._next_delay()
 
     def _next_delay(self) -> float:
-        """The interval +-10 %, shortened to check secrets about to expire or become valid."""
-        delay = self._interval * random.uniform(0.9, 1.1)
+        """The interval minus up to 10 %, shortened to check secrets about to expire or become
+        valid. Never longer than the interval: a change is picked up within one interval."""
+        delay = self._interval * random.uniform(0.9, 1.0)
         if self._detector is not None:
             lead = min(_EXPIRY_LEAD_MAX, 0.1 * self._interval)
             check = self._detector.next_check_in(lead)
