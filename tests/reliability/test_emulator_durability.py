@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,9 @@ WRITER_PROCESSES = 2
 CLIENTS_PER_WRITER = 3
 
 # One writer process: CLIENTS aio SecretClients writing in parallel (own names and a few shared
-# names, so rows with many versions are rewritten by concurrent writers), printing one line per
-# acknowledged write. No retries: when the emulator dies, the writer dies with it.
+# names, so rows with many versions are rewritten by concurrent writers; now and then an own name
+# is deleted again), printing one line per acknowledged write. No retries: when the emulator dies,
+# the writer dies with it.
 WRITER = """
 import asyncio, os, ssl, sys
 import aiohttp
@@ -54,6 +56,10 @@ async def client_loop(credential, ctx, c):
             value = f"{TAG}-c{c}-{i}"
             secret = await client.set_secret(name, value)
             print("ack", name, secret.properties.version, value, flush=True)
+            if i % 10 == 5 and not name.startswith("shared-"):
+                print("deleting", name, flush=True)
+                await client.delete_secret(name)
+                print("deleted", name, flush=True)
 
 async def main():
     ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
@@ -63,8 +69,9 @@ async def main():
 asyncio.run(main())
 """
 
-# Reads every acknowledged (name, version) from stdin (JSON) and prints the ones that are missing
-# or hold another value, as JSON.
+# Reads the ledger from stdin (JSON) and prints, as JSON, every acknowledged (name, version) that
+# is missing or holds another value. A name whose delete was acknowledged must be deleted with that
+# version; one whose delete was under way at the kill may be either active or deleted.
 READER = """
 import asyncio, json, os, ssl, sys
 import aiohttp
@@ -74,7 +81,8 @@ from azure.identity.aio import ManagedIdentityCredential
 from azure.keyvault.secrets.aio import SecretClient
 
 async def main():
-    acked = json.load(sys.stdin)
+    ledger = json.load(sys.stdin)
+    deleted, deleting = set(ledger["deleted"]), set(ledger["deleting"])
     ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
     lost = []
@@ -83,15 +91,30 @@ async def main():
         os.environ["VAULT_URL"], credential, verify_challenge_resource=False,
         transport=AioHttpTransport(session=session, session_owner=True),
     ) as client:
+        async def active(name, version):
+            try:
+                return (await client.get_secret(name, version)).value
+            except ResourceNotFoundError:
+                return None
+
+        async def deleted_version(name):
+            try:
+                return "deleted:" + (await client.get_deleted_secret(name)).properties.version
+            except ResourceNotFoundError:
+                return None
+
         async def check(name, version, value):
             async with gate:
-                try:
-                    got = (await client.get_secret(name, version)).value
-                except ResourceNotFoundError:
-                    got = None
-            if got != value:
+                if name in deleted:
+                    got, want = await deleted_version(name), ["deleted:" + version]
+                elif name in deleting:
+                    got = await active(name, version) or await deleted_version(name)
+                    want = [value, "deleted:" + version]
+                else:
+                    got, want = await active(name, version), [value]
+            if got not in want:
                 lost.append([name, version, value, got])
-        await asyncio.gather(*(check(*item) for item in acked))
+        await asyncio.gather(*(check(*item) for item in ledger["acked"]))
     print(json.dumps(lost))
 
 asyncio.run(main())
@@ -117,11 +140,32 @@ def integrity(data: Path, scratch: Path) -> str:
     return ", ".join(str(r[0]) for r in rows)
 
 
+@dataclass
+class Ledger:
+    """What the writers were told: acknowledged versions, deletes started and acknowledged."""
+
+    acked: dict[tuple[str, str], str] = field(default_factory=dict)  # (name, version) -> value
+    deleting: set[str] = field(default_factory=set)
+    deleted: set[str] = field(default_factory=set)
+
+    def note(self, line: str) -> None:
+        match line.split():
+            case ["ack", name, version, value]:
+                self.acked[(name, version)] = value
+            case ["deleting", name]:
+                self.deleting.add(name)
+            case ["deleted", name]:
+                self.deleted.add(name)
+            case _:
+                raise AssertionError(f"unexpected writer output: {line!r}")
+
+
 class Writers:
     """Writer processes for one round; their acks are collected by reader threads."""
 
-    def __init__(self, env: dict[str, str], round_no: int) -> None:
-        self.acks: list[tuple[str, str, str]] = []
+    def __init__(self, env: dict[str, str], round_no: int, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._before = len(ledger.acked)
         self._lock = threading.Lock()
         self.procs = [
             subprocess.Popen(
@@ -140,17 +184,16 @@ class Writers:
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            word, name, version, value = line.split()
-            assert word == "ack"
             with self._lock:
-                self.acks.append((name, version, value))
+                self.ledger.note(line)
 
     def count(self) -> int:
+        """Writes acknowledged in this round."""
         with self._lock:
-            return len(self.acks)
+            return len(self.ledger.acked) - self._before
 
-    def finish(self) -> list[tuple[str, str, str]]:
-        """Wait for the writers to die (the emulator is gone); return every ack."""
+    def finish(self) -> None:
+        """Wait for the writers to die (the emulator is gone)."""
         for proc in self.procs:
             try:
                 proc.wait(timeout=60)
@@ -162,14 +205,17 @@ class Writers:
         for proc in self.procs:
             assert proc.stdout is not None
             proc.stdout.close()
-        return list(self.acks)
 
 
-def read_back(env: dict[str, str], acked: dict[tuple[str, str], str]) -> list[list[str | None]]:
-    items = [[name, version, value] for (name, version), value in acked.items()]
+def read_back(env: dict[str, str], ledger: Ledger) -> list[list[str | None]]:
+    doc = {
+        "acked": [[name, version, value] for (name, version), value in ledger.acked.items()],
+        "deleted": sorted(ledger.deleted),
+        "deleting": sorted(ledger.deleting - ledger.deleted),
+    }
     result = subprocess.run(
         [sys.executable, "-c", READER],
-        input=json.dumps(items),
+        input=json.dumps(doc),
         env=child_env(env),
         capture_output=True,
         text=True,
@@ -185,7 +231,7 @@ def test_kill_9_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) ->
     rng = random.Random(SEED)
     data = tmp_path / "vault.db"
     scratch = tmp_path / "check"
-    acked: dict[tuple[str, str], str] = {}
+    ledger = Ledger()
     kills = startup_kills = 0
     integrity_failures: list[str] = []
 
@@ -200,15 +246,14 @@ def test_kill_9_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) ->
                 startup_kills += 1
             else:
                 env = emulator.wait_ready()
-                writers = Writers(env, round_no)
-                target = rng.randint(1, 120)
+                writers = Writers(env, round_no, ledger)
+                target = rng.randint(1, 200)
                 deadline = time.monotonic() + 30
                 while writers.count() < target and time.monotonic() < deadline:
                     time.sleep(0.005)
                 time.sleep(rng.uniform(0.0, 0.05))  # land anywhere inside a write
                 emulator.kill()
-                for name, version, value in writers.finish():
-                    acked[(name, version)] = value
+                writers.finish()
             kills += 1
         finally:
             emulator.kill()
@@ -219,7 +264,7 @@ def test_kill_9_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) ->
     final = EmulatorProcess("--data", str(data))
     try:
         env = final.wait_ready()  # starts fine after every kind of kill
-        lost = read_back(env, acked)
+        lost = read_back(env, ledger)
     finally:
         assert final.stop() == 0
     final_check = integrity(data, scratch)
@@ -227,10 +272,11 @@ def test_kill_9_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) ->
     record("emulator.durability.rounds", ROUNDS)
     record("emulator.durability.kill9", kills)
     record("emulator.durability.kill9_during_startup", startup_kills)
-    record("emulator.durability.writes_acknowledged", len(acked))
+    record("emulator.durability.writes_acknowledged", len(ledger.acked))
+    record("emulator.durability.deletes_acknowledged", len(ledger.deleted))
     record("emulator.durability.writes_lost", len(lost), target="0")
     record("emulator.durability.corrupt_files", len(integrity_failures), target="0")
-    assert len(acked) >= 100, "too few writes to mean anything"
+    assert len(ledger.acked) >= 100 and ledger.deleted, "too few writes to mean anything"
     assert lost == [], lost[:10]
     assert integrity_failures == []
     assert final_check == "ok"
