@@ -114,7 +114,7 @@ class Secret:
 
 def check_name(name: str) -> str:
     """Validate a secret name; return its lookup key (names are case-insensitive)."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # not match(): its `$` also matches before a final "\n"
         raise ServiceError.invalid_name(name)
     return name.lower()
 
