@@ -266,9 +266,15 @@ class VaultServer:
         self._requests = requests
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
-        app.router.add_route("*", "/{tail:.*}", self._handle, expect_handler=_expect)
+        # Every request is the vault API's to answer: aiohttp's router would send a text/plain
+        # 404 for targets its patterns miss ("*"; "." does not match a decoded "%0A").
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._every_request])
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self._handle, expect_handler=_expect)
         return app
+
+    @web.middleware
+    async def _every_request(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        return await self._handle(request)
 
     def _vault(self, request: web.Request) -> str:
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
