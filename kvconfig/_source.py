@@ -86,14 +86,16 @@ class KeyVaultSettingsSource(PydanticBaseSettingsSource):
             return value
         try:
             return self.decode_complex_value(planned.field_path[-1], info, value)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: JSON nested deeper than the interpreter's recursion limit.
             if not strict:
                 return value  # like pydantic-settings: a union may also take the raw string
-            detail = (
-                f" ({exc.msg} at line {exc.lineno} column {exc.colno})"
-                if isinstance(exc, json.JSONDecodeError)
-                else ""
-            )
+            if isinstance(exc, json.JSONDecodeError):
+                detail = f" ({exc.msg} at line {exc.lineno} column {exc.colno})"
+            elif isinstance(exc, RecursionError):
+                detail = " (nested too deeply)"
+            else:
+                detail = ""
             raise SettingsValidationError(
                 f'secret {planned.name!r} for field "{planned.field}" is not valid JSON{detail}',
                 errors=[
