@@ -49,7 +49,8 @@ _NAME_RE = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
 
 def is_valid_secret_name(name: str) -> bool:
     """Whether Key Vault can hold a secret called ``name`` (``^[0-9a-zA-Z-]{1,127}$``)."""
-    return _NAME_RE.match(name) is not None
+    # fullmatch: with match(), `$` also matches before a trailing newline ("name\n").
+    return _NAME_RE.fullmatch(name) is not None
 
 
 class SecretRef(NamedTuple):
