@@ -423,9 +423,17 @@ class Store:
                 raise ValueError("bad prefix")
             rest = blob[len(_BACKUP_PREFIX) :]
             plain = AESGCM(_BACKUP_KEY).decrypt(rest[:12], rest[12:], None)
-            secret = Secret.from_doc(json.loads(zlib.decompress(plain)))
+            secret = _backup_secret(plain)
             key = check_name(secret.name)
-        except (ValueError, InvalidTag, zlib.error, KeyError, TypeError, ServiceError):
+        except (
+            ValueError,
+            InvalidTag,
+            zlib.error,
+            KeyError,
+            TypeError,
+            RecursionError,
+            ServiceError,
+        ):
             raise ServiceError.bad_parameter("Backup blob could not be decrypted.") from None
         secrets = self._secrets(vault)
         if key in secrets:
@@ -433,6 +441,53 @@ class Store:
         secrets[key] = secret
         self._mark(vault, key)
         return secret
+
+
+# The backup key is in this source, so a blob's content is client input like any other: bound
+# what it inflates to and check every field, or a forged blob could store a secret the emulator
+# cannot serve (no versions, a non-string value) or exhaust memory (a zlib bomb).
+_MAX_BACKUP_JSON = 32 * 1024 * 1024  # > 1000 versions of 25 KiB values
+_VERSION_RE = re.compile(r"[0-9a-f]{32}")
+
+
+def _backup_secret(sealed_plain: bytes) -> Secret:
+    """The active secret a decrypted backup holds; ``ValueError``/``TypeError`` if malformed."""
+    inflater = zlib.decompressobj()
+    raw = inflater.decompress(sealed_plain, _MAX_BACKUP_JSON)
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise ValueError("backup too large or truncated")
+    secret = Secret.from_doc(json.loads(raw))
+    if not secret.versions or secret.deleted_date is not None or secret.scheduled_purge is not None:
+        raise ValueError("a backup holds an active secret with at least one version")
+    ids = set()
+    for v in secret.versions:
+        if not (
+            isinstance(v.version, str)
+            and _VERSION_RE.fullmatch(v.version)
+            and isinstance(v.value, str)
+            and (v.content_type is None or isinstance(v.content_type, str))
+            and (v.tags is None or _is_str_map(v.tags))
+            and isinstance(v.enabled, bool)
+            and all(_is_time(t) for t in (v.created, v.updated))
+            and all(t is None or _is_time(t) for t in (v.not_before, v.expires))
+        ):
+            raise ValueError("malformed version in backup")
+        _check_value(v.value)
+        _check_content_type(v.content_type)
+        ids.add(v.version)
+    if len(ids) != len(secret.versions):
+        raise ValueError("duplicate version in backup")
+    return secret
+
+
+def _is_str_map(value: object) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def b64url_encode(data: bytes) -> str:
