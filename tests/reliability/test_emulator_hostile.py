@@ -31,11 +31,14 @@ import aiohttp
 import pytest
 from _emulator_cli import EmulatorProcess, listening_addresses
 from _figures import record
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
 from kvconfig.emulator import KeyVaultEmulator
+from kvconfig.emulator._store import _BACKUP_KEY as BACKUP_KEY
+from kvconfig.emulator._store import _BACKUP_PREFIX as BACKUP_PREFIX
 
 T = TypeVar("T")
 
@@ -752,6 +755,84 @@ async def test_stalled_connections_do_not_stop_service(
                 await writer.wait_closed()
     record("emulator.hostile.tried.stalled_connections", len(stalled))
     await assert_still_serving(client, error_logs, "stalled_connections")
+
+
+def _seal(doc: object, *, raw: bytes | None = None) -> str:
+    """A backup blob as the emulator seals it. The key is a constant in the emulator's source,
+    so a hostile client can forge blobs with any content."""
+    plain = zlib.compress(raw if raw is not None else json.dumps(doc).encode())
+    nonce = b"\x00" * 12
+    sealed = AESGCM(BACKUP_KEY).encrypt(nonce, plain, None)
+    return base64.urlsafe_b64encode(BACKUP_PREFIX + nonce + sealed).decode().rstrip("=")
+
+
+def _version_doc(**changes: object) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "version": "0" * 32,
+        "value": "restored",
+        "content_type": None,
+        "tags": None,
+        "enabled": True,
+        "not_before": None,
+        "expires": None,
+        "created": 1,
+        "updated": 1,
+    }
+    doc.update(changes)
+    return doc
+
+
+VERSION_FIELD_VALUES = st.one_of(JSON_LEAF, st.just([]), st.just({}), st.just("../../x"))
+FORGED_VERSION = st.one_of(
+    st.builds(_version_doc),
+    st.tuples(st.sampled_from(sorted(_version_doc())), VERSION_FIELD_VALUES).map(
+        lambda kv: _version_doc(**{kv[0]: kv[1]})
+    ),
+    st.dictionaries(ANY_TEXT, JSON_LEAF, max_size=3),
+    JSON_LEAF,
+)
+FORGED_DOC = (
+    st.fixed_dictionaries(
+        {
+            "name": st.just("forged") | NAME_CANDIDATES,
+            "versions": st.lists(FORGED_VERSION, max_size=3) | JSON_LEAF,
+            "deleted_date": st.none() | JSON_LEAF,
+            "scheduled_purge": st.none() | JSON_LEAF,
+        }
+    )
+    | JSON_ANY
+)
+FORGED_BLOB = st.one_of(
+    FORGED_DOC.map(_seal),
+    # A zlib bomb: ~40 KiB that inflate to 40 MiB (built once: st.deferred caches it).
+    st.deferred(lambda: st.just(_seal(None, raw=b" " * (40 * 1024 * 1024)))),
+)
+
+
+@pytest.mark.slow
+async def test_forged_backup_blobs(client: Client, error_logs: Callable[[], list[str]]) -> None:
+    """Restore of a forged blob (well sealed, hostile content): an Azure-shaped 4xx, or a secret
+    that then reads and lists like any other."""
+
+    async def check(blob: str) -> None:
+        body = json.dumps({"value": blob}).encode()
+        answer = await client.http(
+            "POST",
+            f"/secrets/restore?{API}",
+            headers={"Content-Type": "application/json"},
+            data=body,
+        )
+        assert_no_5xx(answer, blob[:80])
+        if answer.status == 200:
+            name = json.loads(answer.body)["id"].rsplit("/", 2)[1]
+            for path in (f"/secrets/{name}", f"/secrets/{name}/versions", "/secrets"):
+                assert_no_5xx(await client.http("GET", f"{path}?{API}"), (blob[:80], path))
+            await client.http("DELETE", f"/secrets/{name}?{API}")
+            await client.http("DELETE", f"/deletedsecrets/{name}?{API}")
+
+    tried = await explore(FORGED_BLOB, check)
+    record("emulator.hostile.tried.backup_blobs", tried)
+    await assert_still_serving(client, error_logs, "backup_blobs")
 
 
 # -- where and how it listens ------------------------------------------------------------------
