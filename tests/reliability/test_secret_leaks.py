@@ -1,0 +1,385 @@
+"""Secret-leak canary: no secret value ever shows up where people look.
+
+Every secret value written here is ``CANARY-<uuid hex>...`` (see ``_library.canary``). While the
+library goes through its success and failure paths, everything an operator could see is scanned
+for the marker and for each canary's hex part:
+
+- every log record of the ``kvconfig``, ``azure`` and ``aiohttp`` loggers at DEBUG (formatted
+  message, exception text and stack);
+- every exception kvconfig raises (message, repr, ``errors``, formatted traceback with chained
+  exceptions): validation failure with a bad value, missing required, 403, 401 with a wrong
+  credential, unavailable, an invalid rotated value on refresh, ClosedError;
+- the repr and str of kvconfig objects (``KeyVault``, ``LiveSettings``, ``ChangeEvent``,
+  ``SecretChange``, ``Health``, ``FetchedSecret``, plans, errors) and of the Settings instances
+  (``SecretStr`` fields, their ``model_dump`` and JSON);
+- every change event (stream and callback);
+- the output of ``kvconfig demo`` and ``kvconfig explain`` run as subprocesses with ``-vv
+  --debug`` (explain against a CLI emulator seeded with canary values; the demo seeds its own
+  made-up values, which are scanned for instead).
+
+The Azure SDK logs request and response *bodies* only with ``logging_enable=True``; kvconfig never
+passes it, and :func:`test_kvconfig_client_never_enables_body_logging` checks the pipeline it
+builds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import textwrap
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import pytest
+from _emulator_cli import EmulatorProcess, child_env
+from _figures import record
+from _library import CANARY_PREFIX, canary, make_vault
+from azure.core.pipeline.policies import HttpLoggingPolicy, NetworkTraceLoggingPolicy
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings
+
+from kvconfig import (
+    ChangeEvent,
+    ClosedError,
+    MissingSettingError,
+    Secret,
+    SettingsValidationError,
+    VaultAuthenticationError,
+    VaultPermissionError,
+    VaultUnavailableError,
+)
+from kvconfig.emulator import CertificateAuthority, KeyVaultEmulator
+
+LOGGERS = ("kvconfig", "azure", "aiohttp")
+
+
+class Scanner:
+    """Collects every string an operator could see and finds canaries in them."""
+
+    def __init__(self) -> None:
+        self.canaries: set[str] = set()
+        self.texts: list[tuple[str, str]] = []
+        self.records = 0
+
+    def secret(self, suffix: str = "") -> str:
+        value = canary(suffix)
+        self.canaries.add(value)
+        return value
+
+    def add(self, label: str, *things: object) -> None:
+        for thing in things:
+            self.texts.append((label, thing if isinstance(thing, str) else repr(thing)))
+            if not isinstance(thing, str):
+                self.texts.append((f"{label} (str)", str(thing)))
+
+    def add_error(self, label: str, exc: BaseException) -> None:
+        self.add(label, exc, getattr(exc, "errors", ""))
+        self.add(f"{label} traceback", "".join(traceback.format_exception(exc)))
+
+    def leaks(self) -> list[str]:
+        needles = [CANARY_PREFIX] + [c.removeprefix(CANARY_PREFIX)[:32] for c in self.canaries]
+        found = []
+        for label, text in self.texts:
+            for needle in needles:
+                if needle in text:
+                    at = text.index(needle)
+                    found.append(f"{label}: ...{text[max(0, at - 80) : at + 60]!r}...")
+                    break
+        return found
+
+
+class Capture(logging.Handler):
+    """Every record of the watched loggers, formatted as a handler would write it."""
+
+    def __init__(self, scanner: Scanner) -> None:
+        super().__init__(logging.DEBUG)
+        self.scanner = scanner
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.scanner.records += 1
+        self.scanner.add(f"log {record.name}", self.format(record))
+
+
+@pytest.fixture
+def scanner() -> Iterator[Scanner]:
+    scan = Scanner()
+    handler = Capture(scan)
+    saved = []
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level))
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(handler)
+    try:
+        yield scan
+    finally:
+        for logger, level in saved:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
+class Database(BaseModel):
+    host: SecretStr
+    password: SecretStr
+
+
+class AppSettings(BaseSettings):
+    api_key: SecretStr
+    database: Database
+    tokens: dict[str, SecretStr]
+    signing_key: Annotated[SecretStr, Secret("signing-key-v2"), Field(min_length=40)]
+    port: int = 8080
+
+
+class Required(BaseSettings):
+    api_key: SecretStr
+    never_set: SecretStr
+
+
+async def _expect(scanner: Scanner, label: str, error: type[BaseException], coro: Any) -> None:
+    with pytest.raises(error) as caught:
+        await coro
+    scanner.add_error(label, caught.value)
+
+
+async def test_no_value_leaks_from_the_library(
+    keyvault_emulator: KeyVaultEmulator, keyvault_ca: CertificateAuthority, scanner: Scanner
+) -> None:
+    emu = keyvault_emulator
+    s = scanner.secret
+    emu.seed(
+        {
+            "api-key": s(),
+            "database--host": s("host"),
+            "database--password": s("pw"),
+            "tokens": f'{{"a": "{s()}", "b": "{s()}"}}',
+            "signing-key-v2": s("signing"),
+            "port": "8080",  # an int cannot carry a canary; its invalid rotations do
+        }
+    )
+    events: list[ChangeEvent] = []
+
+    async with make_vault(emu, ttl=0) as vault:
+        # A successful load and everything it leaves behind.
+        settings = await vault.load(AppSettings)
+        assert settings.api_key.get_secret_value().startswith(CANARY_PREFIX)
+        plan = vault.plan(AppSettings)
+        scanner.add("settings", settings, settings.model_dump(), settings.model_dump_json())
+        scanner.add("settings fields", settings.api_key, settings.database, settings.tokens)
+        scanner.add("vault", vault, plan, *plan.secrets, *plan.refs)
+        fetcher = vault._fetcher
+        assert fetcher is not None
+        scanner.add("fetcher", fetcher, fetcher.cache)
+
+        # Live settings: a valid rotation, an invalid one, an outage, events, health.
+        async with vault.watch(AppSettings, interval=60, on_change=events.append) as live:
+            stream = live.changes()
+            emu.set_secret("api-key", s("rotated"))
+            event = await live.refresh()
+            assert event is not None and event.fields == ("api_key",)
+            scanner.add("event", event, *event.secrets, await anext(stream))
+            emu.set_secret("port", s("not-an-int"))  # does not validate: never published
+            await _expect(scanner, "refresh invalid", SettingsValidationError, live.refresh())
+            emu.set_secret("port", "8081")
+            emu.set_secret("signing-key-v2", s())  # too short for min_length=40 with no suffix
+            await _expect(scanner, "refresh too short", SettingsValidationError, live.refresh())
+            emu.set_secret("signing-key-v2", s("signing-again"))
+            emu.faults.outage(True)
+            await _expect(scanner, "refresh outage", VaultUnavailableError, live.refresh())
+            emu.faults.clear()
+            await live.refresh()
+            scanner.add("live", live, live.health, live.current, live._detector)
+            scanner.add("held", *(live._detector.held.values() if live._detector else ()))
+        scanner.add("events", *events)
+
+        # Load failures.
+        await _expect(scanner, "missing", MissingSettingError, vault.load(Required))
+        emu.set_secret("port", s("bad-port"))
+        await _expect(scanner, "bad value", SettingsValidationError, vault.load(AppSettings))
+        emu.set_secret("port", "8082")
+        emu.set_secret("tokens", f'{{"a": "{s()}", "b": 1}}')
+        await _expect(scanner, "bad json item", SettingsValidationError, vault.load(AppSettings))
+        emu.set_secret("tokens", f'{{"a": "{s()}"')
+        await _expect(scanner, "broken json", SettingsValidationError, vault.load(AppSettings))
+        emu.set_secret("tokens", f'{{"a": "{s()}"}}')
+        emu.faults.fail_next(1, status=403)
+        await _expect(scanner, "403", VaultPermissionError, vault.load(AppSettings))
+
+    async with make_vault(emu, startup_timeout=0.3) as vault:
+        emu.faults.outage(True)
+        await _expect(scanner, "unavailable", VaultUnavailableError, vault.load(AppSettings))
+        emu.faults.clear()
+    await _expect(scanner, "closed", ClosedError, vault.load(AppSettings))
+
+    # 401: a token from another emulator (its own signing key) is refused.
+    async with (
+        KeyVaultEmulator(ca=keyvault_ca) as other,
+        make_vault(emu, credential=other.credential()) as vault,
+    ):
+        await _expect(scanner, "401", VaultAuthenticationError, vault.load(AppSettings))
+
+    leaks = scanner.leaks()
+    record("library.leaks.log_records_scanned", scanner.records)
+    record("library.leaks.strings_scanned", len(scanner.texts))
+    record("library.leaks.found", len(leaks), target="0")
+    assert scanner.records > 50, "the loggers captured nothing"
+    assert [e.fields for e in events] == [("api_key",), ("signing_key", "port")]
+    assert leaks == [], "\n".join(leaks[:10])
+
+
+def test_the_scanner_finds_what_pydantic_itself_would_leak() -> None:
+    """The scan can fail: pydantic's own ValidationError quotes the input; kvconfig's must not."""
+    scanner = Scanner()
+    value = scanner.secret("x")
+
+    class Port(BaseModel):
+        port: int
+
+    try:
+        Port.model_validate({"port": value})
+    except Exception as exc:
+        scanner.add_error("pydantic", exc)
+    scanner.add("masked", SecretStr(value))
+    leaks = scanner.leaks()
+    assert {leak.split(":")[0] for leak in leaks} == {
+        "pydantic",
+        "pydantic (str)",
+        "pydantic traceback",
+    }
+    # ... and the SecretStr is masked.
+
+
+def test_kvconfig_client_never_enables_body_logging() -> None:
+    """The SDK logs bodies (secret values) only with ``logging_enable``; kvconfig's client has it
+    off, and its header logger redacts Authorization."""
+
+    async def build() -> tuple[object, object]:
+        emu = KeyVaultEmulator(ca=CertificateAuthority.generate())
+        async with emu, make_vault(emu) as vault:
+            vault._open()
+            assert vault._client is not None
+            config = vault._client._client._config
+            return config.logging_policy, config.http_logging_policy
+
+    trace, http = asyncio.run(build())
+    assert isinstance(trace, NetworkTraceLoggingPolicy) and not trace.enable_http_logger
+    assert isinstance(http, HttpLoggingPolicy)
+    assert "authorization" not in {h.lower() for h in http.allowed_header_names}
+
+
+def _scan_cli(scanner: Scanner, label: str, result: subprocess.CompletedProcess[str]) -> None:
+    scanner.add(f"{label} stdout", result.stdout)
+    scanner.add(f"{label} stderr", result.stderr)
+
+
+def _kvconfig(*args: str, env: dict[str, str], cwd: Path | None = None) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "kvconfig", "-vv", "--debug", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+GOOD = """
+from typing import Annotated
+from pydantic import BaseModel, SecretStr
+from pydantic_settings import BaseSettings
+from kvconfig import Secret
+
+class Database(BaseModel):
+    password: SecretStr
+
+class Settings(BaseSettings):
+    api_key: SecretStr
+    database: Database
+    signing: Annotated[SecretStr, Secret("signing-key")]
+"""
+
+BAD = """
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings
+
+class Settings(BaseSettings):
+    api_key: SecretStr
+    port: int
+    limits: dict[str, int]
+    never_set: SecretStr
+"""
+
+
+@pytest.mark.slow
+def test_no_value_leaks_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvconfig._demo import DEMO_SECRETS, ROTATED_PASSWORD
+
+    scanner = Scanner()
+    emulator = EmulatorProcess()
+    try:
+        env = emulator.wait_ready()
+        values = {
+            "api-key": scanner.secret(),
+            "database--password": scanner.secret(),
+            "signing-key": scanner.secret(),
+            "port": scanner.secret("port"),
+            "limits": f'{{"a": "{scanner.secret()}"}}',
+        }
+        _seed_over_sdk(env, values, monkeypatch)
+        (tmp_path / "good_settings.py").write_text(textwrap.dedent(GOOD))
+        (tmp_path / "bad_settings.py").write_text(textwrap.dedent(BAD))
+        cli_env = child_env(env)
+        good = _kvconfig("explain", "good_settings:Settings", env=cli_env, cwd=tmp_path)
+        bad = _kvconfig("explain", "bad_settings:Settings", env=cli_env, cwd=tmp_path)
+        as_json = _kvconfig("explain", "bad_settings:Settings", "--json", env=cli_env, cwd=tmp_path)
+    finally:
+        emulator.stop()
+    assert good.returncode == 0, good.stderr
+    assert bad.returncode == 1, bad.stderr
+    for label, result in (("explain good", good), ("explain bad", bad), ("explain json", as_json)):
+        _scan_cli(scanner, label, result)
+
+    demo = _kvconfig("demo", "--latency-ms", "0", "--interval", "0.1", env=child_env())
+    assert demo.returncode == 0, demo.stderr
+    _scan_cli(scanner, "demo", demo)
+    public = {"database--host", "feature-flags"}  # not secret fields in the demo class
+    demo_values = [v for k, v in DEMO_SECRETS.items() if k not in public] + [ROTATED_PASSWORD]
+    demo_leaks = [
+        f"{label}: {value}"
+        for label, text in scanner.texts
+        for value in demo_values
+        if value in text
+    ]
+
+    leaks = scanner.leaks() + demo_leaks
+    lines = sum(text.count("\n") + 1 for _, text in scanner.texts)
+    record("library.leaks.cli_output_lines_scanned", lines)
+    record("library.leaks.cli_found", len(leaks), target="0")
+    assert "api-key" in good.stdout and "port" in bad.stdout
+    assert leaks == [], "\n".join(leaks[:10])
+
+
+def _seed_over_sdk(env: dict[str, str], values: dict[str, str], mp: pytest.MonkeyPatch) -> None:
+    """Seed the CLI emulator as an operator would: the sync SDK with the managed identity the
+    emulator exports (done before anything is scanned: this is not kvconfig's code)."""
+    from azure.identity import ManagedIdentityCredential
+    from azure.keyvault.secrets import SecretClient
+
+    for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
+        mp.setenv(key, env[key])
+    with (
+        ManagedIdentityCredential() as credential,
+        SecretClient(
+            env["VAULT_URL"],
+            credential,
+            verify_challenge_resource=False,
+            connection_verify=env["SSL_CERT_FILE"],
+        ) as client,
+    ):
+        for name, value in values.items():
+            client.set_secret(name, value)
