@@ -144,7 +144,20 @@ class _Database:
     """SQLite file holding one row per (vault, secret). Used from one thread at a time."""
 
     def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        # timeout=0: a file held by another emulator is refused at once, not after 5 s.
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=0)
+        # One emulator per file. Each keeps the vaults in memory and writes whole rows, so a
+        # second one on the file would overwrite the first's acknowledged versions. Take SQLite's
+        # exclusive lock now and hold it while open (the OS drops it on exit, even on kill -9).
+        self._conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        try:
+            self._conn.execute("BEGIN EXCLUSIVE")
+            self._conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            self._conn.close()
+            raise sqlite3.OperationalError(
+                f"{path} is in use by another emulator ({exc})"
+            ) from None
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute(
