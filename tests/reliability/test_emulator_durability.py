@@ -10,6 +10,7 @@ emulator starts fine afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import shutil
@@ -134,7 +135,7 @@ def integrity(data: Path, scratch: Path) -> str:
     copy = scratch / data.name
     if not copy.exists():
         return "ok (no file yet)"
-    with sqlite3.connect(copy) as conn:
+    with contextlib.closing(sqlite3.connect(copy)) as conn:
         rows = conn.execute("PRAGMA integrity_check").fetchall()
         conn.execute("SELECT count(*) FROM secrets").fetchone()  # the schema is there
     return ", ".join(str(r[0]) for r in rows)
@@ -310,7 +311,7 @@ async def test_concurrent_sdk_and_direct_writers_in_one_process(
 
         await asyncio.gather(*(sdk_writer(c) for c in range(4)), direct_writer())
 
-    with sqlite3.connect(data) as conn:
+    with contextlib.closing(sqlite3.connect(data)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
     lost = []
@@ -328,3 +329,78 @@ async def test_concurrent_sdk_and_direct_writers_in_one_process(
     record("emulator.durability.in_process_writes_acknowledged", len(acked))
     record("emulator.durability.in_process_writes_lost", len(lost), target="0")
     assert lost == [], lost[:10]
+
+
+ONE_WRITE = """
+import asyncio, os, ssl, sys
+import aiohttp
+from azure.core.pipeline.transport import AioHttpTransport
+from azure.identity.aio import ManagedIdentityCredential
+from azure.keyvault.secrets.aio import SecretClient
+
+async def main():
+    ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
+    async with ManagedIdentityCredential() as credential, SecretClient(
+        os.environ["VAULT_URL"], credential, verify_challenge_resource=False,
+        transport=AioHttpTransport(session=session, session_owner=True),
+    ) as client:
+        secret = await client.set_secret(sys.argv[1], sys.argv[2])
+        print("ack", sys.argv[1], secret.properties.version, sys.argv[2], flush=True)
+
+asyncio.run(main())
+"""
+
+
+def _write(env: dict[str, str], name: str, value: str, ledger: Ledger) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", ONE_WRITE, name, value],
+        env=child_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    ledger.note(result.stdout)
+
+
+@pytest.mark.slow
+def test_two_emulators_on_one_data_file_lose_nothing(tmp_path: Path) -> None:
+    """A second ``kvconfig emulator --data`` on a file another one serves either refuses to start
+    (one line, no traceback) or loses no write acknowledged by either."""
+    data = tmp_path / "vault.db"
+    first = EmulatorProcess("--data", str(data))
+    second: EmulatorProcess | None = None
+    ledger = Ledger()
+    try:
+        first_env = first.wait_ready()
+        _write(first_env, "shared", "from-first", ledger)
+        second = EmulatorProcess("--data", str(data))
+        try:
+            second_env = second.wait_ready()
+        except AssertionError:
+            refused = True
+        else:
+            refused = False
+            _write(second_env, "shared", "from-second", ledger)
+            _write(first_env, "shared", "from-first-again", ledger)  # rewrites the whole row
+            assert second.stop() == 0
+        assert first.stop() == 0
+        if refused:
+            _, err = second.proc.communicate(timeout=30)
+            assert second.proc.returncode == 1
+            assert err.startswith("kvconfig emulator: ") and "Traceback" not in err, err
+            assert len(err.strip().splitlines()) == 1, err
+
+        final = EmulatorProcess("--data", str(data))
+        try:
+            lost = read_back(final.wait_ready(), ledger)
+        finally:
+            assert final.stop() == 0
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+    record("emulator.durability.second_emulator_refused", refused)
+    record("emulator.durability.two_emulators_writes_lost", len(lost), target="0")
+    assert lost == [], lost
