@@ -4,10 +4,11 @@
 read again). Two ways to look for changes:
 
 - **GET mode**: re-read every tracked secret (cache bypassed): ``len(tracked)`` requests.
-- **List mode**: one ``list_properties_of_secrets`` pass, ``ceil(N / 25)`` requests for a vault
-  of N secrets. List items carry no version, so each tracked secret's ``updated`` time and
-  ``enabled`` flag are compared with what was last read; only changed or newly appeared secrets
-  are read again. Absent means deleted, ``enabled: false`` means disabled: neither costs a GET.
+- **List mode**: one ``GET /secrets`` pass (``list_properties_of_secrets``), ``ceil(N / 25)``
+  requests for a vault of N secrets. List items carry no version, so each tracked secret's
+  ``updated`` time and ``enabled`` flag are compared with what was last read; only changed or
+  newly appeared secrets are read again. Absent means deleted, ``enabled: false`` means
+  disabled: neither costs a GET.
 
 List mode is used when it is cheaper: ``len(tracked) > ceil(N / 25)``, with N learned from the
 previous list pass (before the first one, a single page is assumed). A 403 on the list switches
@@ -35,7 +36,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.rest import HttpRequest
 from azure.keyvault.secrets.aio import SecretClient
 from pydantic import BaseModel
 
@@ -276,58 +278,64 @@ class ChangeDetector:
     async def _list(self, deadline: float) -> tuple[dict[str, _Listed] | None, int]:
         """One list pass: lower-cased name -> (updated, enabled), and the requests it took.
 
-        Transient failures are retried (resuming at the failed page) with the fetcher's backoff
-        until ``deadline``. Returns ``None`` as the listing when listing is forbidden (403).
+        Pages are read with ``SecretClient.send_request`` (same pipeline, authentication and
+        transport as every other call) and parsed as plain JSON: the SDK's per-item model
+        deserialisation would cost several times the CPU of the request itself, and only
+        ``id``, ``attributes.updated`` and ``attributes.enabled`` are needed. Transient failures
+        are retried (resuming at the failed page) with the fetcher's backoff until ``deadline``.
+        Returns ``None`` as the listing when listing is forbidden (403).
         """
         listing: dict[str, _Listed] = {}
         requests = 0
         attempt = 0
-        token: str | None = None
-        while True:
-            pager = self._client.list_properties_of_secrets(
-                connection_timeout=self._request_timeout, read_timeout=self._request_timeout
-            ).by_page(continuation_token=token)
+        url: str | None = "/secrets"  # the service's default page size (25)
+        while url is not None:
+            requests += 1
             try:
-                while True:
-                    requests += 1
-                    try:
-                        page = await anext(pager)
-                    except StopAsyncIteration:
-                        requests -= 1  # the pager knew it was done: no request was sent
-                        self.vault_size = len(listing)
-                        return listing, requests
-                    async for item in page:
-                        if item.name is not None:
-                            listing[item.name.lower()] = _Listed(
-                                item.updated_on, item.enabled is not False
-                            )
-                    attempt = 0
+                response = await self._client.send_request(
+                    HttpRequest("GET", url),
+                    connection_timeout=self._request_timeout,
+                    read_timeout=self._request_timeout,
+                )
+                if response.status_code != 200:
+                    raise HttpResponseError(response=response)
+                page = response.json()
             except (AzureError, TimeoutError) as exc:
-                token = getattr(pager, "continuation_token", None)
                 verdict = classify(exc, vault_url=self._vault_url, secret_name="*")
                 if verdict is None:
                     raise
                 if verdict.outcome is not Outcome.TRANSIENT:
-                    if getattr(exc, "status_code", None) == 403:
+                    status = getattr(exc, "status_code", None)
+                    if status == 403:
                         self._forbid(verdict.reason)
                         return None, requests
                     raise VaultError(
                         f"listing the secrets of vault {self._vault_url} failed ({verdict.reason})",
                         vault_url=self._vault_url,
-                        status=getattr(exc, "status_code", None),
+                        status=status,
                     ) from None
-            attempt += 1
-            delay = self._fetcher._delay(attempt, verdict.retry_after)
-            if time.monotonic() + delay > deadline:
-                raise RefreshUnavailableError(
-                    f"listing the secrets of vault {self._vault_url} failed: {verdict.reason}",
-                    vault_url=self._vault_url,
-                    retry_after=verdict.retry_after,
+                attempt += 1
+                delay = self._fetcher._delay(attempt, verdict.retry_after)
+                if time.monotonic() + delay > deadline:
+                    raise RefreshUnavailableError(
+                        f"listing the secrets of vault {self._vault_url} failed: {verdict.reason}",
+                        vault_url=self._vault_url,
+                        retry_after=verdict.retry_after,
+                    ) from None
+                logger.debug(
+                    "list of %s: %s, retrying in %.3fs", self._vault_url, verdict.reason, delay
                 )
-            logger.debug(
-                "list of %s: %s, retrying in %.3fs", self._vault_url, verdict.reason, delay
-            )
-            await asyncio.sleep(delay)
+                await asyncio.sleep(delay)
+                continue
+            except ValueError:
+                raise VaultError(
+                    f"vault {self._vault_url} answered a list request with a body that is not JSON",
+                    vault_url=self._vault_url,
+                ) from None
+            attempt = 0
+            url = _read_page(page, listing)
+        self.vault_size = len(listing)
+        return listing, requests
 
     def _forbid(self, reason: str) -> None:
         self.list_forbidden = True
@@ -448,6 +456,25 @@ class ChangeDetector:
         if marker not in self._warned:
             self._warned.add(marker)
             logger.warning(message, *args)
+
+
+def _read_page(page: object, listing: dict[str, _Listed]) -> str | None:
+    """Add a ``SecretListResult`` page's items to ``listing``; return its ``nextLink``."""
+    if not isinstance(page, dict):
+        return None
+    for item in page.get("value") or ():
+        secret_id = item.get("id") if isinstance(item, dict) else None
+        if not isinstance(secret_id, str):
+            continue
+        name = secret_id.rstrip("/").rsplit("/", 1)[-1].lower()  # list ids carry no version
+        attributes = item.get("attributes") or {}
+        updated = attributes.get("updated")
+        listing[name] = _Listed(
+            datetime.fromtimestamp(updated, UTC) if isinstance(updated, int | float) else None,
+            attributes.get("enabled") is not False,
+        )
+    next_link = page.get("nextLink")
+    return next_link if isinstance(next_link, str) and next_link else None
 
 
 def changed_fields(old: BaseModel, new: BaseModel) -> tuple[str, ...]:
