@@ -31,7 +31,8 @@ Behaviour worth knowing (decisions where the real service is undocumented):
   ``ServiceUnavailable``; ``Retry-After`` only when asked for. ``RequestRecord.status`` is 0 for
   a connection reset on purpose.
 - With ``data=``, SQLite (WAL, ``synchronous=FULL``) commits each write in one transaction on
-  a single writer thread before the response is sent; reads are served from memory.
+  a single writer thread before the response is sent; reads are served from memory. One
+  emulator per file: it holds SQLite's exclusive lock, so a second start on the file fails.
 """
 
 from __future__ import annotations
