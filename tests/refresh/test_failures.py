@@ -9,7 +9,7 @@ import pytest
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kvconfig import SettingsValidationError, VaultUnavailableError
+from kvconfig import SettingsValidationError, VaultError, VaultUnavailableError
 from kvconfig._changes import RefreshUnavailableError
 from kvconfig.emulator import KeyVaultEmulator
 from tests.refresh.conftest import VaultFactory
@@ -194,3 +194,50 @@ async def test_refresh_keeps_going_after_vault_values_change_back_and_forth(
             change = await live.refresh()
             assert change is not None and change.generation == n - 1
             assert live.current.api_key == f"key-{n}"
+
+
+async def test_list_pass_resumes_at_the_failed_page(
+    keyvault_emulator: KeyVaultEmulator, make_vault: VaultFactory
+) -> None:
+    """A transient failure on page 2 retries page 2 only (nextLink kept), not the whole list."""
+    emu = keyvault_emulator
+    emu.seed(SEED)
+    emu.seed({f"other-{i:04d}": "x" for i in range(30)})  # 33 secrets: 2 pages
+    async with make_vault() as vault, vault.watch(AppSettings, interval=1.0) as live:
+        await live.refresh()  # learns the size
+        emu.clear_requests()
+        # Fail the second page: the emulator's fault hook arms a 503 for the next request once
+        # the first page has been decided (requests of one pass are sequential).
+        original = emu.faults.before_auth
+        calls = 0
+
+        def second_fails() -> object:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                emu.faults.fail_next(1, status=503)
+            return original()
+
+        emu.faults.before_auth = second_fails  # type: ignore[method-assign]
+        try:
+            await live.refresh()
+        finally:
+            emu.faults.before_auth = original  # type: ignore[method-assign]
+        pages = [r for r in emu.requests if r.path == "/secrets"]
+        assert [r.status for r in pages] == [200, 503, 200]
+        assert "$skiptoken" in pages[1].query and pages[1].query == pages[2].query
+
+
+async def test_list_refused_other_than_403_fails_the_refresh(
+    keyvault_emulator: KeyVaultEmulator, make_vault: VaultFactory
+) -> None:
+    """A 400 on the list is a refresh failure (kept serving, recorded), not a switch to GETs."""
+    emu = keyvault_emulator
+    emu.seed(SEED)
+    async with make_vault() as vault, vault.watch(AppSettings, interval=60) as live:
+        emu.faults.fail_next(1, status=400)
+        with pytest.raises(VaultError, match="listing the secrets"):
+            await live.refresh()
+        assert live.health.mode == "list"
+        assert live.current.port == 9000
+        assert await live.refresh() is None
