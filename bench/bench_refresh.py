@@ -25,8 +25,7 @@
 Run (no extra dependencies; about 1.5 minutes with the defaults)::
 
     .venv/bin/python bench/bench_refresh.py
-    .venv/bin/python bench/bench_refresh.py --skip-per-refresh --fleet-naive --at-once \
-        --limit 4000 1000
+    .venv/bin/python bench/bench_refresh.py --skip-per-refresh --fleet-naive --limit 4000 1000
 """
 
 from __future__ import annotations
