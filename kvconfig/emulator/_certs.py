@@ -15,7 +15,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertificateAuthority", "LeafCertificate"]
+__all__ = ["CertificateAuthority", "LeafCertificate", "write_atomic"]
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` whole or not at all (temp file, fsync, rename)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
 
 _PEM = serialization.Encoding.PEM
 
@@ -116,11 +128,13 @@ class CertificateAuthority:
         return ca
 
     def save(self, cert_file: Path, key_file: Path) -> None:
-        """Write the certificate (world-readable) and the key (owner-only) as PEM."""
-        cert_file.write_bytes(self.cert_pem)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(_key_pem(self._key))
+        """Write the key (owner-only) and the certificate (world-readable) as PEM.
+
+        Each file is written whole or not at all (temp file, fsync, rename), key first: a kill
+        at any moment leaves no torn file, and a certificate only next to its complete key.
+        """
+        write_atomic(key_file, _key_pem(self._key), 0o600)
+        write_atomic(cert_file, self.cert_pem)
 
     def issue(
         self, ips: tuple[str, ...] = ("127.0.0.1",), dns: tuple[str, ...] = ("localhost",)

@@ -27,7 +27,7 @@ from kvconfig.emulator._auth import (
     TokenIssuer,
     identity_app,
 )
-from kvconfig.emulator._certs import CertificateAuthority
+from kvconfig.emulator._certs import CertificateAuthority, write_atomic
 from kvconfig.emulator._faults import Faults
 from kvconfig.emulator._server import RequestRecord, VaultRunner, VaultServer
 from kvconfig.emulator._store import Store
@@ -158,7 +158,7 @@ class KeyVaultEmulator:
             self._ca_file = self._tmpdir / "ca.pem"
         else:
             self._ca_file = self._ca_file_arg
-        self._ca_file.write_bytes(ca.cert_pem)
+        write_atomic(self._ca_file, ca.cert_pem)  # a kill mid-write must not tear a kept CA
         ips, dns = ["127.0.0.1"], ["localhost"]
         try:
             ipaddress.ip_address(self.host)
