@@ -14,6 +14,7 @@ import contextlib
 import json
 import random
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -404,3 +405,73 @@ def test_two_emulators_on_one_data_file_lose_nothing(tmp_path: Path) -> None:
     record("emulator.durability.second_emulator_refused", refused)
     record("emulator.durability.two_emulators_writes_lost", len(lost), target="0")
     assert lost == [], lost
+
+
+# Runs `kvconfig emulator --data FILE` and SIGKILLs itself right after its K-th open of a file for
+# writing under the data directory: a kill -9 at the worst moment of each file write (created or
+# truncated, nothing written yet). SQLite's own files are opened in C and not counted: SQLite
+# handles its crashes; this is about the files the emulator writes itself (the CA next to the data).
+CRASH_AT_WRITE = """
+import io, os, signal, sys
+from pathlib import Path
+
+data_dir, crash_at, data = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+opened = 0
+
+def writing(mode):
+    if isinstance(mode, str):
+        return any(c in mode for c in "wax+")
+    return bool(mode & (os.O_WRONLY | os.O_RDWR))
+
+def crash_after(opener):
+    def hooked(file, *args, **kwargs):
+        global opened
+        result = opener(file, *args, **kwargs)
+        mode = args[0] if args else kwargs.get("mode", kwargs.get("flags", "r"))
+        if not isinstance(file, int) and writing(mode):
+            if str(Path(file).resolve()).startswith(data_dir):
+                opened += 1
+                if opened == crash_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    return hooked
+
+os.open = crash_after(os.open)
+io.open = crash_after(io.open)
+from kvconfig._cli import main
+sys.exit(main(["emulator", "--data", data]))
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_at_each_file_write_of_the_first_start(tmp_path: Path) -> None:
+    """A kill at any of the emulator's own file writes during its first start (the CA kept next
+    to the data) leaves a directory the emulator starts on afterwards."""
+    crash_points = 0
+    for crash_at in range(1, 20):
+        directory = (tmp_path / f"crash-{crash_at}").resolve()
+        directory.mkdir()
+        data = directory / "vault.db"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CRASH_AT_WRITE, str(directory), str(crash_at), str(data)],
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        ready = proc.stdout.readline().startswith("export ")
+        if ready:  # no crash_at-th write: every write point has been tried
+            proc.terminate()
+            proc.communicate(timeout=30)
+            break
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL, err
+        crash_points += 1
+        restarted = EmulatorProcess("--data", str(data))
+        try:
+            restarted.wait_ready()  # raises with the emulator's stderr if it cannot start
+        finally:
+            assert restarted.stop() == 0
+    record("emulator.durability.first_start_crash_points", crash_points)
+    assert crash_points >= 2  # the CA certificate and its key, at least
