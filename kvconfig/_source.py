@@ -96,16 +96,18 @@ class KeyVaultSettingsSource(PydanticBaseSettingsSource):
                 detail = " (nested too deeply)"
             else:
                 detail = ""
-            raise SettingsValidationError(
-                f'secret {planned.name!r} for field "{planned.field}" is not valid JSON{detail}',
-                errors=[
-                    {
-                        "type": "json_invalid",
-                        "loc": planned.key_path,
-                        "msg": "secret is not valid JSON",
-                    }
-                ],
-            ) from None
+        # Raised outside the except block, so the error keeps no __context__: a JSONDecodeError
+        # holds the whole input (the secret value) in `.doc`.
+        raise SettingsValidationError(
+            f'secret {planned.name!r} for field "{planned.field}" is not valid JSON{detail}',
+            errors=[
+                {
+                    "type": "json_invalid",
+                    "loc": planned.key_path,
+                    "msg": "secret is not valid JSON",
+                }
+            ],
+        ) from None
 
 
 def _assign(data: dict[str, Any], key_path: tuple[str, ...], value: Any) -> None:

@@ -337,6 +337,7 @@ class KeyVault:
         values = dict(init_kwargs)
         # `_env_file=`, `_secrets_dir=`, ... configure the sources, as in `Settings(...)`.
         options = {k: values.pop(k) for k in list(values) if k in _SOURCE_OPTIONS}
+        error: SettingsValidationError
         try:
             sources, kwargs = settings_cls._settings_init_sources(_init_kwargs=values, **options)
             ours = [s for s in sources if isinstance(s, KeyVaultSettingsSource)]
@@ -349,11 +350,13 @@ class KeyVault:
                 sources = _insert_source(sources, source)
             return settings_cls(_build_sources=(sources, kwargs))
         except ValidationError as exc:
-            raise self._validation_error(settings_cls, plan, exc) from None
+            error = self._validation_error(settings_cls, plan, exc)
         except SettingsError as exc:
-            # pydantic-settings' own parse errors name the field and source, never the value;
-            # drop the chained exception, which can hold the raw input.
-            raise SettingsValidationError(str(exc)) from None
+            # pydantic-settings' own parse errors name the field and source, never the value.
+            error = SettingsValidationError(str(exc))
+        # Raised outside the except blocks: `from None` only hides the original from tracebacks,
+        # and as __context__ it would still hold pydantic's error, which quotes the input.
+        raise error from None
 
     def _validation_error(
         self, settings_cls: type[BaseSettings], plan: SettingsPlan, exc: ValidationError

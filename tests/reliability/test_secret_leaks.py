@@ -232,6 +232,47 @@ async def test_no_value_leaks_from_the_library(
     assert leaks == [], "\n".join(leaks[:10])
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and every one it keeps (cause and context, even when suppressed)."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or any(current is e for e in seen):
+            continue
+        seen.append(current)
+        todo += [current.__cause__, current.__context__]
+    return seen
+
+
+@pytest.mark.parametrize(
+    "secrets",
+    [
+        {"port": "{c}"},  # pydantic's ValidationError quotes the input
+        {"port": "1", "limits": "{{not json {c}"},  # JSONDecodeError.doc is the input
+        {"port": "1", "limits": '{{"a": "{c}"}}'},
+    ],
+)
+async def test_errors_keep_no_exception_holding_the_value(
+    keyvault_emulator: KeyVaultEmulator, secrets: dict[str, str]
+) -> None:
+    """``raise ... from None`` only hides the original from tracebacks: ``__context__`` would
+    still hold pydantic's error (whose message quotes the input) for any code that walks it."""
+
+    class Typed(BaseSettings):
+        port: int
+        limits: dict[str, int] = {}
+
+    value = canary()
+    keyvault_emulator.seed({k: v.format(c=value) for k, v in secrets.items()})
+    async with make_vault(keyvault_emulator) as vault:
+        with pytest.raises(SettingsValidationError) as caught:
+            await vault.load(Typed)
+    for exc in _chain(caught.value):
+        held = f"{exc}{exc!r}{exc.args!r}{getattr(exc, 'doc', '')}"
+        assert CANARY_PREFIX not in held, f"{type(exc).__name__} in the chain holds the value"
+
+
 def test_the_scanner_finds_what_pydantic_itself_would_leak() -> None:
     """The scan can fail: pydantic's own ValidationError quotes the input; kvconfig's must not."""
     scanner = Scanner()
