@@ -79,6 +79,9 @@ class Scanner:
     def add_error(self, label: str, exc: BaseException) -> None:
         self.add(label, exc, getattr(exc, "errors", ""))
         self.add(f"{label} traceback", "".join(traceback.format_exception(exc)))
+        for held in _chain(exc)[1:]:  # what it keeps, even if tracebacks do not show it
+            self.add(f"{label} keeps {type(held).__name__}", held, held.args)
+            self.add(f"{label} keeps {type(held).__name__}.doc", str(getattr(held, "doc", "")))
 
     def leaks(self) -> list[str]:
         needles = [CANARY_PREFIX] + [c.removeprefix(CANARY_PREFIX)[:32] for c in self.canaries]
