@@ -200,6 +200,22 @@ async def test_cancellation_at_every_await_point_leaves_nothing(
 
         counts["load_warm"] = await _sweep("load (warm vault)", warm_load)
 
+        # 2b. Loads that are retrying (two 503s first), cancelled mid-backoff or mid-request.
+        async with make_vault(
+            emu, ttl=0, retry_backoff=0.0005, retry_backoff_max=0.001
+        ) as retrying_vault:
+            await retrying_vault.load(Small)
+
+            async def retrying_load(steps: int) -> bool:
+                emu.faults.fail_next(2, status=503)
+                finished = await _cancel_after(lambda: retrying_vault.load(Small), steps)
+                emu.faults.clear()  # unused failures must not leak into the next run
+                emu.faults.latency(1)
+                assert (await retrying_vault.load(Small)).region.startswith("CANARY-")
+                return finished
+
+            counts["load_retrying"] = await _sweep("load (retrying)", retrying_load)
+
         # 3. Entering watch (a load, then the background task starts).
         async def enter_watch(steps: int) -> bool:
             async def enter_and_exit() -> None:
@@ -258,7 +274,9 @@ async def test_cancellation_at_every_await_point_leaves_nothing(
     assert after.fds <= baseline.fds, (baseline, after)
     assert after.tasks == (), after.tasks
     assert after.sessions <= baseline.sessions
-    assert all(counts[k] > 0 for k in ("load_fresh", "load_warm", "watch_enter")), counts
+    assert all(
+        counts[k] > 0 for k in ("load_fresh", "load_warm", "load_retrying", "watch_enter")
+    ), counts
 
 
 async def test_closed_vault_refuses_cleanly(keyvault_emulator: KeyVaultEmulator) -> None:
