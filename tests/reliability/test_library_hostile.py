@@ -296,6 +296,8 @@ def _record_figures() -> Any:
         record("library.hostile.generated_field_sets", _property_runs["examples"])
         record("library.hostile.generated_loaded", _property_runs["loaded"])
         record("library.hostile.generated_refused_before_request", _property_runs["refused"])
+    if _property_runs.get("values"):
+        record("library.hostile.generated_values_round_tripped", _property_runs["values"])
 
 
 @settings(
@@ -332,3 +334,37 @@ def test_generated_field_names_map_to_valid_names_or_raise_naming_the_field(
             _property_runs["loaded"] += 1
 
     asyncio.run(run())
+
+
+class Values(BaseSettings):
+    plain: str
+    secret: SecretStr
+    optional: str | None = None
+
+
+secret_texts = st.text(
+    st.characters(exclude_categories=("Cs",)),  # no lone surrogates: values are UTF-8
+    min_size=1,
+    max_size=300,
+).map(lambda text: CANARY_PREFIX + text)
+
+
+@settings(max_examples=100, derandomize=True, deadline=None)
+@given(plain=secret_texts, secret=secret_texts, optional=secret_texts)
+def test_any_text_value_round_trips_exactly(
+    threaded_emulator: KeyVaultEmulator, plain: str, secret: str, optional: str
+) -> None:
+    """Whatever text a secret holds (JSON-looking, whitespace, control and astral characters),
+    a ``str`` field gets exactly that text: no stripping, no JSON decoding, no normalisation."""
+    emu = threaded_emulator
+    _property_runs["values"] = _property_runs.get("values", 0) + 1
+    emu.seed({"plain": plain, "secret": secret, "optional": optional})
+
+    async def run() -> Values:
+        async with make_vault(emu, ttl=0) as vault:
+            return await vault.load(Values)
+
+    loaded = asyncio.run(run())
+    assert loaded.plain == plain
+    assert loaded.secret.get_secret_value() == secret
+    assert loaded.optional == optional
