@@ -241,6 +241,10 @@ class ChangeDetector:
                 to_get, max_age=0, timeout=max(0.0, deadline - time.monotonic())
             )
             requests += result.requests
+            if result.joined:
+                # Some answers came from a request another load had sent earlier, at an unknown
+                # time: do not let them settle anything.
+                observed_at = 0.0
             for ref in to_get:
                 observed[ref.key] = result.secrets[ref.key]
         return Detection(observed, observed_at, requests, mode)

@@ -206,8 +206,8 @@ async def test_list_pass_resumes_at_the_failed_page(
     async with make_vault() as vault, vault.watch(AppSettings, interval=1.0) as live:
         await live.refresh()  # learns the size
         emu.clear_requests()
-        # Fail the second page: the emulator's fault hook arms a 503 for the next request once
-        # the first page has been decided (requests of one pass are sequential).
+        # Fail the second page: wrap the emulator's fault hook so that its second call (the
+        # second page; a pass sends its pages one after another) gets a 503.
         original = emu.faults.before_auth
         calls = 0
 
