@@ -302,7 +302,14 @@ class LiveSettings(Generic[SettingsT]):
             task.add_done_callback(_retrieve)
             self._inflight = task
         # Shielded: a caller giving up must not cancel the refresh others share.
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and (current is None or not current.cancelling()):
+                # aclose() cancelled the shared refresh, not this caller.
+                raise ClosedError(f"{self!r} was closed during the refresh") from None
+            raise
 
     def changes(self) -> ChangeStream:
         """An async iterator over the change events published from now on (one per generation)."""
