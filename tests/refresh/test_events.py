@@ -7,7 +7,7 @@ import gc
 import logging
 
 import pytest
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kvconfig import ChangeEvent
@@ -163,3 +163,37 @@ async def test_concurrent_refreshes_share_one_request_set(
         assert first is not None and first is second is third
         assert live.generation == 1
         assert sum(1 for r in emu.requests if r.path == "/secrets") == 1
+
+
+async def test_event_names_nested_fields_and_env_overrides_hide_nothing(
+    keyvault_emulator: KeyVaultEmulator,
+    make_vault: VaultFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A nested secret's change is reported by its dotted field path; a rotated secret whose
+    field the environment overrides changes no value, so nothing is published."""
+
+    class Database(BaseModel):
+        host: str
+        password: SecretStr
+
+    class Nested(BaseSettings):
+        model_config = SettingsConfigDict(
+            env_prefix="KVCONFIG_REFRESH_TEST_", env_nested_delimiter="__"
+        )
+        database: Database
+        api_key: str
+
+    emu = keyvault_emulator
+    emu.seed({"database--host": "db1", "database--password": "pw-1", "api-key": "key-1"})
+    monkeypatch.setenv("KVCONFIG_REFRESH_TEST_API_KEY", "from-env")
+    async with make_vault() as vault, vault.watch(Nested, interval=60) as live:
+        assert live.current.api_key == "from-env"
+        emu.set_secret("database--password", "pw-2")
+        change = await live.refresh()
+        assert change is not None
+        assert change.fields == ("database.password",)
+        assert [s.name for s in change.secrets] == ["database--password"]
+        emu.set_secret("api-key", "key-2")
+        assert await live.refresh() is None
+        assert live.generation == 1
