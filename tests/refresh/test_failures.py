@@ -241,3 +241,34 @@ async def test_list_refused_other_than_403_fails_the_refresh(
         assert live.health.mode == "list"
         assert live.current.port == 9000
         assert await live.refresh() is None
+
+
+@pytest.mark.parametrize("fault", ["reset", "timeout"])
+async def test_network_failures_keep_serving_and_recover(
+    keyvault_emulator: KeyVaultEmulator, make_vault: VaultFactory, fault: str
+) -> None:
+    """Dropped connections and read timeouts fail the refresh (transiently), not the settings."""
+    emu = keyvault_emulator
+    emu.seed(SEED)
+    async with (
+        make_vault(request_timeout=0.2) as vault,
+        vault.watch(AppSettings, interval=0.1) as live,
+    ):
+        good = live.current
+        if fault == "reset":
+            emu.faults.fail_next(1000, status="reset")
+        else:
+            emu.faults.latency(1000)
+        with pytest.raises(VaultUnavailableError):
+            await live.refresh()
+        assert live.current is good
+        assert live.health.consecutive_failures >= 1
+        emu.faults.clear()
+        emu.set_secret("api-key", "key-2")
+        for _ in range(3):  # a request still in the slow path may fail one more attempt
+            try:
+                await live.refresh()
+                break
+            except VaultUnavailableError:
+                continue
+        assert live.current.api_key == "key-2"
