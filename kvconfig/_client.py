@@ -11,21 +11,31 @@ Why not the SDK defaults (see the service reference, section 11):
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import ssl
 from os import PathLike
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
-from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
+from azure.core.credentials_async import AsyncSupportsTokenInfo, AsyncTokenCredential
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.keyvault.secrets.aio import SecretClient
 
 from kvconfig._errors import ConfigurationError
 
-__all__ = ["build_secret_client", "build_session", "build_ssl_context", "is_loopback", "vault_host"]
+__all__ = [
+    "SignallingCredential",
+    "build_secret_client",
+    "build_session",
+    "build_ssl_context",
+    "is_loopback",
+    "signalling",
+    "vault_host",
+]
 
 
 def vault_host(vault_url: str) -> str:
@@ -86,9 +96,55 @@ def build_session(
     )
 
 
+class SignallingCredential:
+    """Wraps the user's credential and sets :attr:`token_ready` once a token was obtained.
+
+    The SDK caches the vault's challenge *before* asking for a token and stores the token right
+    after ``get_token`` returns, so once this event is set new requests go out authorised: the
+    priming request need not complete before the other requests are sent.
+    """
+
+    def __init__(self, inner: AsyncTokenCredential) -> None:
+        self._inner = inner
+        self.token_ready = asyncio.Event()
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        token = await self._inner.get_token(*scopes, **kwargs)
+        self.token_ready.set()
+        return token
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    async def __aenter__(self) -> SignallingCredential:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class _SignallingTokenInfoCredential(SignallingCredential):
+    """Same, for credentials with ``get_token_info`` (the SDK prefers it when present)."""
+
+    async def get_token_info(
+        self, *scopes: str, options: TokenRequestOptions | None = None
+    ) -> AccessTokenInfo:
+        info_source = cast(AsyncSupportsTokenInfo, self._inner)
+        token = await info_source.get_token_info(*scopes, options=options)
+        self.token_ready.set()
+        return token
+
+
+def signalling(credential: AsyncTokenCredential) -> SignallingCredential:
+    """Wrap ``credential``, keeping whether it has ``get_token_info``."""
+    if hasattr(credential, "get_token_info"):
+        return _SignallingTokenInfoCredential(credential)
+    return SignallingCredential(credential)
+
+
 def build_secret_client(
     vault_url: str,
-    credential: AsyncTokenCredential,
+    credential: AsyncTokenCredential | SignallingCredential,
     session: aiohttp.ClientSession,
     *,
     trust_env: bool,

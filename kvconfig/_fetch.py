@@ -200,6 +200,8 @@ class SecretFetcher:
         request_timeout: Per-attempt connect and read timeout, in seconds.
         retry_backoff: First backoff ceiling in seconds; doubles per attempt (full jitter).
         retry_backoff_max: Largest backoff ceiling in seconds.
+        token_ready: Set by the credential wrapper once the client holds a token; lets the
+            other requests go out while the priming request is still in flight.
     """
 
     def __init__(
@@ -213,8 +215,10 @@ class SecretFetcher:
         request_timeout: float,
         retry_backoff: float,
         retry_backoff_max: float,
+        token_ready: asyncio.Event | None = None,
     ) -> None:
         self._client = client
+        self._token_ready = token_ready
         self.vault_url = vault_url
         self.cache = cache
         self._semaphore = asyncio.Semaphore(max_concurrency)
@@ -255,11 +259,13 @@ class SecretFetcher:
             todo = [key for key in wanted if key not in results]
             if todo and not self._authenticated:
                 await self._prime(wanted, todo, flights, deadline)
-                await self._wait(flights)  # raises a permanent error of the priming request
-                self._from_cache({k: wanted[k] for k in todo if k not in flights}, results, max_age)
-                todo = [key for key in wanted if key not in results and key not in flights]
-                if any(isinstance(f.task.result(), _Unavailable) for f, _ in flights.values()):
+                if self._primed_badly(flights):
                     todo = []  # the vault is not answering: do not fan out into the outage
+                else:
+                    self._from_cache(
+                        {k: wanted[k] for k in todo if k not in flights}, results, max_age
+                    )
+                    todo = [key for key in wanted if key not in results and key not in flights]
             for key in todo:
                 flights[key] = self._join(key, wanted[key], deadline)
             await self._wait(flights)
@@ -339,7 +345,7 @@ class SecretFetcher:
                 flight = flights[key][0]
                 self._priming = flight
                 try:
-                    await asyncio.wait([flight.task])
+                    await self._until_authenticated(flight)
                 finally:
                     if self._priming is flight:
                         self._priming = None
@@ -347,9 +353,42 @@ class SecretFetcher:
             if priming.key in wanted and priming.key not in flights:
                 priming.waiters += 1
                 flights[priming.key] = (priming, False)
-            await asyncio.wait([priming.task])
+            await self._until_authenticated(priming)
             if priming.key in flights:
                 return  # its outcome is ours: the caller handles failures
+
+    async def _until_authenticated(self, flight: _Flight) -> None:
+        """Wait until the priming ``flight`` is done or the client holds a token, if sooner.
+
+        The token arrives one round trip before the priming response does: the SDK has cached
+        the challenge by then and authorises every new request, so there is nothing to gain
+        from waiting longer.
+        """
+        if self._token_ready is None or self._token_ready.is_set():
+            await asyncio.wait([flight.task])
+            return
+        signal = asyncio.ensure_future(self._token_ready.wait())
+        try:
+            await asyncio.wait([flight.task, signal], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            signal.cancel()
+        if signal.done() and not signal.cancelled():
+            self._authenticated = True
+
+    def _primed_badly(self, flights: Mapping[CacheKey, tuple[_Flight, bool]]) -> bool:
+        """Raise a finished priming request's permanent error; True if it found an outage."""
+        for flight, _ in flights.values():
+            task = flight.task
+            if not task.done():
+                continue
+            if task.cancelled():
+                raise ClosedError(f"KeyVault({self.vault_url!r}) was closed during a load")
+            error = task.exception()
+            if error is not None:
+                raise error
+            if isinstance(task.result(), _Unavailable):
+                return True
+        return False
 
     def _join(self, key: CacheKey, ref: SecretRef, deadline: float) -> tuple[_Flight, bool]:
         """Join the flight for ``key``, starting one if none is usable. True = started here."""

@@ -38,6 +38,7 @@ from kvconfig._client import (
     build_secret_client,
     build_session,
     build_ssl_context,
+    signalling,
     vault_host,
 )
 from kvconfig._errors import (
@@ -221,9 +222,11 @@ class KeyVault:
             self._session = build_session(
                 self._ssl_context, limit=self._max_concurrency, trust_env=self._trust_env
             )
+            # The wrapper tells the fetcher when the token is in: priming can stop early.
+            credential = signalling(self._credential)
             self._client = build_secret_client(
                 self._vault_url,
-                self._credential,
+                credential,
                 self._session,
                 trust_env=self._trust_env,
                 api_version=self._api_version,
@@ -237,6 +240,7 @@ class KeyVault:
                 request_timeout=self._request_timeout,
                 retry_backoff=self._retry_backoff,
                 retry_backoff_max=self._retry_backoff_max,
+                token_ready=credential.token_ready,
             )
         return self._fetcher
 

@@ -62,8 +62,10 @@ class TrackingCredential:
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self.closed = 0
+        self.tokens = 0
 
     async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        self.tokens += 1
         return await self._inner.get_token(*scopes, **kwargs)
 
     async def close(self) -> None:
@@ -85,15 +87,29 @@ async def test_one_priming_request_then_the_rest(
 ) -> None:
     seed_three(keyvault_emulator)
     keyvault_emulator.faults.latency(5)
-    await make_vault().load(Three)
+    credential = TrackingCredential(keyvault_emulator.credential())
+    await make_vault(credential=credential).load(Three)
+    assert credential.tokens == 1
     requests = keyvault_emulator.requests
     assert [r.status for r in requests[:2]] == [401, 200]  # challenge, then the primed GET
     assert requests[0].path == requests[1].path
     assert len(gets(keyvault_emulator, status=401)) == 1
     assert secret_gets(keyvault_emulator) == {"alpha": 1, "beta": 1, "gamma": 1}
-    # The rest were sent only after the priming request completed.
-    primed_done = requests[1].time
-    assert all(r.time >= primed_done for r in requests[2:])
+    # The rest went out only once the priming request had been authorised.
+    primed = requests[1].time
+    assert all(r.time >= primed for r in requests[2:])
+
+
+async def test_concurrent_cold_loads_fetch_one_token(
+    keyvault_emulator: KeyVaultEmulator, make_vault: VaultFactory
+) -> None:
+    seed_three(keyvault_emulator)
+    keyvault_emulator.faults.latency(10)
+    credential = TrackingCredential(keyvault_emulator.credential())
+    vault = make_vault(credential=credential, ttl=0)
+    await asyncio.gather(vault.load(Three), vault.load(AlphaBeta), vault.load(Three))
+    assert credential.tokens == 1
+    assert len(gets(keyvault_emulator, status=401)) == 1
 
 
 async def test_only_gets_of_needed_secrets_never_a_list(
