@@ -118,6 +118,7 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every request at INFO
     app = create_app(
         vault_url,
         DefaultAzureCredential,
