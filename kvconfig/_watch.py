@@ -512,10 +512,12 @@ class LiveSettings(Generic[SettingsT]):
                 elapsed_ms,
             )
         else:
-            logger.debug(
-                "refreshed %s from %s: %s, %d request(s) (%s mode), %.1f ms",
+            # One INFO line per refresh, changed or not: operators see the poll is alive.
+            logger.info(
+                "refreshed %s from %s: generation %d kept, %s, %d request(s) (%s mode), %.1f ms",
                 self._settings_cls.__name__,
                 self._vault.vault_url,
+                self._generation,
                 f"{len(changes)} secret(s) changed, no value" if changes else "no change",
                 requests,
                 mode,

@@ -1,6 +1,6 @@
 """The ``kvconfig`` logger as the CLI and an operator see it: one INFO line per load and per
-published refresh, DEBUG per secret, WARNING for disabled, expired and deleted secrets; never a
-value."""
+refresh (changed or not), DEBUG per secret, WARNING for disabled, expired and deleted secrets;
+never a value."""
 
 from __future__ import annotations
 
@@ -98,4 +98,8 @@ async def test_refresh_logs_the_generation_and_warns_about_a_deleted_secret(
     assert any(r.levelno == logging.DEBUG and "api-key" in r.getMessage() for r in changed)
     warnings = [r.getMessage() for r in deleted if r.levelno == logging.WARNING]
     assert any("db-password" in w for w in warnings), warnings
+    # Nothing published (the deleted secret keeps its last-known-good): still one INFO line.
+    kept = [r.getMessage() for r in deleted if r.levelno == logging.INFO]
+    assert len(kept) == 1
+    assert kept[0].startswith(f"refreshed Service from {seeded.vault_url}: generation 1 kept")
     assert_no_values(changed + deleted)
