@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pydantic import ValidationError
 
 from kvconfig._errors import KvConfigError
+from kvconfig._redact import safe_errors
 
 __all__ = ["UsageError", "build_parser", "main"]
 
@@ -91,11 +92,9 @@ def _env_flag(name: str) -> bool:
 def _one_line(exc: BaseException) -> str:
     """The exception's message on one line (multi-line kvconfig messages joined with '; ')."""
     if isinstance(exc, ValidationError):
-        # pydantic's own message quotes the input, which may be a secret: locations only.
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-            for e in exc.errors(include_input=False, include_url=False)
-        )
+        # pydantic's own message quotes the input, which may be a secret.
+        errors = safe_errors(exc)
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return "; ".join(lines) or type(exc).__name__
 

@@ -53,6 +53,7 @@ from kvconfig._errors import (
 )
 from kvconfig._fetch import FetchedSecret, SecretStatus
 from kvconfig._names import PlannedSecret, SettingsPlan, is_valid_secret_name, plan_with_problems
+from kvconfig._redact import safe_errors
 from kvconfig._source import KeyVaultSettingsSource
 from kvconfig._table import Cell, Style, format_time, render_table, short_version
 from kvconfig._vault import KeyVault, _insert_source
@@ -536,7 +537,7 @@ def _validate(
         # Already reported, with the reason: unsupplied fields and undecodable vault values.
         reported = {f.field for f in fields if not f.satisfied or f.status == "invalid-value"}
         problems: list[Problem] = []
-        for error in exc.errors(include_input=False, include_url=False, include_context=False):
+        for error in safe_errors(exc):
             where = ".".join(str(part) for part in error["loc"])
             if error["type"] == "missing" and where in reported:
                 continue

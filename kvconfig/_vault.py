@@ -53,6 +53,7 @@ from kvconfig._names import (
     is_valid_secret_name,
     plan_settings,
 )
+from kvconfig._redact import safe_errors
 from kvconfig._source import KeyVaultSettingsSource
 
 if TYPE_CHECKING:
@@ -365,7 +366,7 @@ class KeyVault:
     def _validation_error(
         self, settings_cls: type[BaseSettings], plan: SettingsPlan, exc: ValidationError
     ) -> SettingsValidationError:
-        errors = exc.errors(include_input=False, include_url=False, include_context=False)
+        errors = safe_errors(exc)
         lines: list[str] = []
         missing_only = True
         for error in errors:
@@ -387,10 +388,7 @@ class KeyVault:
             f"{count} error{'s' if count != 1 else ''} loading {settings_cls.__name__} from "
             f"{self._vault_url}:\n  " + "\n  ".join(lines)
         )
-        safe: list[dict[str, object]] = [
-            {"type": e["type"], "loc": tuple(e["loc"]), "msg": e["msg"]} for e in errors
-        ]
-        return cls(message, errors=safe)
+        return cls(message, errors=[dict(e) for e in errors])
 
     def _log_load(
         self,
