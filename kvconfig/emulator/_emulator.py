@@ -245,8 +245,9 @@ class KeyVaultEmulator:
         self._store.commit()
         await web.SockSite(self._runner, sock, ssl_context=self._server_ctx).start()
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self._vault_urls[name] = f"https://{host}:{actual}"
-        return self._vault_urls[name]
+        url = self._vault_urls[name] = f"https://{host}:{actual}"
+        _forget_challenge(url)
+        return url
 
     @property
     def vault_url(self) -> str:
@@ -401,3 +402,18 @@ class KeyVaultEmulator:
         store = self._store_open()
         store.delete(vault, name)
         store.commit()
+
+
+def _forget_challenge(url: str) -> None:
+    """Start this authority cold in the SDK's process-wide challenge cache.
+
+    The SDK caches the 401 challenge per ``host:port`` for the whole process. The OS reuses
+    ports, so without this a new vault could inherit the challenge an earlier server on the same
+    port answered: the SDK would skip the 401 round trip and tests counting requests would see
+    one fewer, depending on which port they happened to get.
+    """
+    try:
+        from azure.keyvault.secrets._shared import http_challenge_cache
+    except ImportError:  # pragma: no cover - the SDK moved its private module
+        return
+    http_challenge_cache.remove_challenge_for_url(url)
