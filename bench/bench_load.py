@@ -35,6 +35,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -289,6 +290,12 @@ async def main() -> int:
         metavar="N",
         help="also time kvconfig with these max_concurrency values (default: the library's)",
     )
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        metavar="PNG",
+        help="also draw the medians as a bar chart (needs matplotlib, in the bench extra)",
+    )
     args = parser.parse_args()
 
     proc, exports = start_emulator(args.latency_ms)
@@ -302,9 +309,11 @@ async def main() -> int:
             big = await seed(exports["VAULT_URL_BIG"], ca_file, 1000)
             cases.append((exports["VAULT_URL_BIG"], big, 1000, args.big_runs, args.ps_big_runs))
         rows = []
+        measured: list[tuple[int, int, dict[str, Samples]]] = []
         for url, names, n, runs, ps_runs in cases:
             results = await bench_case(url, ca_file, names, runs, ps_runs, args.also_concurrency)
             rows += table_rows(len(names), n, results)
+            measured.append((len(names), n, results))
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -319,7 +328,40 @@ async def main() -> int:
     )
     print("|---:|---:|---|---:|---:|---:|---:|")
     print("\n".join(rows))
+    if args.chart is not None:
+        draw_chart(args.chart, measured, args.latency_ms)
+        print(f"\nchart: {args.chart}")
     return 0
+
+
+def draw_chart(
+    path: Path, measured: list[tuple[int, int, dict[str, Samples]]], latency: float
+) -> None:
+    """Median wall time per loader and case, log scale: the README's picture of the table."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    loaders = ["kvconfig", "floor", "pydantic-settings"]
+    colours = {"kvconfig": "#2b7bba", "floor": "#9bbbd4", "pydantic-settings": "#d95f02"}
+    fig, axes = plt.subplots(1, len(measured), figsize=(4.2 * len(measured), 3.2), squeeze=False)
+    for ax, (k, n, results) in zip(axes[0], measured, strict=True):
+        names = [name for name in loaders if results[name].wall_ms]
+        medians = [statistics.median(results[name].wall_ms) for name in names]
+        bars = ax.barh(names, medians, color=[colours[name] for name in names])
+        ax.set_xscale("log")
+        ax.invert_yaxis()
+        ax.set_title(f"cold load, K={k} fields, N={n} in vault", fontsize=10)
+        ax.set_xlabel("median wall time, ms (log scale)")
+        for bar, value in zip(bars, medians, strict=True):
+            ax.text(value, bar.get_y() + bar.get_height() / 2, f" {value:,.0f} ms", va="center")
+        ax.set_xlim(right=max(medians) * 6)
+    fig.suptitle(f"Emulator in its own process, {latency:g} ms latency per request", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
