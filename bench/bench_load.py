@@ -356,7 +356,7 @@ def draw_chart(
         ax.set_xlabel("median wall time, ms (log scale)")
         for bar, value in zip(bars, medians, strict=True):
             ax.text(value, bar.get_y() + bar.get_height() / 2, f" {value:,.0f} ms", va="center")
-        ax.set_xlim(right=max(medians) * 6)
+        ax.set_xlim(left=10, right=max(medians) * 6)  # a common origin keeps bars comparable
     fig.suptitle(f"Emulator in its own process, {latency:g} ms latency per request", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -53,3 +53,29 @@ def test_no_figures_is_an_error(tmp_path: Path) -> None:
     result = _run(tmp_path / "missing.jsonl")
     assert result.returncode == 1
     assert "no figures" in result.stderr
+
+
+def test_summary_aggregates_and_flags_an_unmet_target(tmp_path: Path) -> None:
+    figures = tmp_path / "figures.jsonl"
+    _write(
+        figures,
+        {"name": "library.leaks.found", "value": 0, "target": "0"},
+        {"name": "library.leaks.cli_found", "value": 2, "target": "0"},
+        {"name": "library.leaks.log_records_scanned", "value": 40},
+        {"name": "library.leaks.strings_scanned", "value": 2},
+        {"name": "emulator.hostile.tried.bodies", "value": 5},
+        {"name": "emulator.hostile.tried.paths", "value": 7},
+        {"name": "emulator.hostile.answers_5xx.bodies", "value": 0, "target": "0"},
+    )
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--summary"],
+        env={"KVCONFIG_FIGURES": str(figures), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1  # a leak target is not met
+    leaks = next(line for line in result.stdout.splitlines() if "No secret value" in line)
+    assert "42 records" in leaks and "2 canaries found" in leaks and "**no**" in leaks
+    hostile = next(line for line in result.stdout.splitlines() if "to the emulator" in line)
+    assert "12 bad inputs" in hostile and hostile.endswith("| yes |")
