@@ -1,41 +1,8 @@
-"""Shared helpers for the kvconfig core tests: a KeyVault factory bound to the emulator."""
+"""Request-log counters for the kvconfig core tests (``make_vault`` is in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any
-
-import pytest
-
-from kvconfig import KeyVault
 from kvconfig.emulator import KeyVaultEmulator, RequestRecord
-
-VaultFactory = Callable[..., KeyVault]
-
-
-@pytest.fixture
-async def make_vault(keyvault_emulator: KeyVaultEmulator) -> AsyncIterator[VaultFactory]:
-    """Build KeyVaults on the emulator with fast-failing defaults; all closed at teardown."""
-    made: list[KeyVault] = []
-
-    def factory(**kwargs: Any) -> KeyVault:
-        options: dict[str, Any] = {
-            "ca_file": keyvault_emulator.ca_file,
-            "startup_timeout": 3.0,
-            "retry_backoff": 0.01,
-            "retry_backoff_max": 0.05,
-            "request_timeout": 5.0,
-        }
-        options.update(kwargs)
-        url = options.pop("vault_url", keyvault_emulator.vault_url)
-        credential = options.pop("credential", None) or keyvault_emulator.credential()
-        vault = KeyVault(url, credential, **options)
-        made.append(vault)
-        return vault
-
-    yield factory
-    for vault in made:
-        await vault.aclose()
 
 
 def gets(emu: KeyVaultEmulator, *, status: int | None = None) -> list[RequestRecord]:

@@ -19,8 +19,9 @@ from kvconfig import (
     VaultUnavailableError,
 )
 from kvconfig.emulator import CertificateAuthority, KeyVaultEmulator
+from tests.conftest import VaultFactory
 
-from .conftest import VaultFactory, gets, secret_gets
+from .conftest import gets, secret_gets
 
 
 class Three(BaseSettings):

@@ -19,8 +19,9 @@ from kvconfig import (
     SettingsValidationError,
 )
 from kvconfig.emulator import KeyVaultEmulator
+from tests.conftest import VaultFactory
 
-from .conftest import VaultFactory, secret_gets
+from .conftest import secret_gets
 
 SENTINEL = "sup3r-s3cret-VALUE"
 

@@ -6,7 +6,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kvconfig.emulator import KeyVaultEmulator
-from tests.refresh.conftest import VaultFactory
+from tests.conftest import VaultFactory
 from tests.refresh.helpers import list_requests, next_second, secret_gets, total_gets
 
 

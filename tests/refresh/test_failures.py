@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from kvconfig import SettingsValidationError, VaultError, VaultUnavailableError
 from kvconfig._changes import RefreshUnavailableError
 from kvconfig.emulator import KeyVaultEmulator
-from tests.refresh.conftest import VaultFactory
+from tests.conftest import VaultFactory
 from tests.refresh.helpers import list_requests, next_second, secret_gets
 
 

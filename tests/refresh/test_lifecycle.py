@@ -18,7 +18,7 @@ from kvconfig import (
     VaultPermissionError,
 )
 from kvconfig.emulator import KeyVaultEmulator
-from tests.refresh.conftest import VaultFactory
+from tests.conftest import VaultFactory
 
 
 class AppSettings(BaseSettings):

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kvconfig import Secret, SettingsValidationError
 from kvconfig.emulator import KeyVaultEmulator
-from tests.refresh.conftest import VaultFactory
+from tests.conftest import VaultFactory
 from tests.refresh.helpers import next_second, secret_gets
 
 

@@ -1,4 +1,8 @@
-"""Helpers for the live-settings tests: KeyVaults on the emulator, request-log counters."""
+"""Fixtures shared by every test folder: KeyVaults bound to the ``keyvault_emulator`` fixture.
+
+The emulator fixture itself comes from kvconfig's pytest plugin (``kvconfig/pytest_plugin.py``),
+exactly as users get it.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +19,13 @@ VaultFactory = Callable[..., KeyVault]
 
 @pytest.fixture
 async def make_vault(keyvault_emulator: KeyVaultEmulator) -> AsyncIterator[VaultFactory]:
-    """Build KeyVaults on the emulator with fast-failing settings; all closed at teardown."""
+    """Build KeyVaults on the emulator with fast-failing defaults; all closed at teardown."""
     made: list[KeyVault] = []
 
     def factory(**kwargs: Any) -> KeyVault:
         options: dict[str, Any] = {
             "ca_file": keyvault_emulator.ca_file,
-            "startup_timeout": 2.0,
+            "startup_timeout": 3.0,
             "retry_backoff": 0.01,
             "retry_backoff_max": 0.05,
             "request_timeout": 5.0,
