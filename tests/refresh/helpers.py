@@ -1,4 +1,4 @@
-"""Request-log counters and clock helpers for the live-settings tests."""
+"""The watched Settings class, request-log counters and clock helpers for refresh tests."""
 
 from __future__ import annotations
 
@@ -6,7 +6,23 @@ import asyncio
 import math
 import time
 
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from kvconfig.emulator import KeyVaultEmulator
+
+
+class AppSettings(BaseSettings):
+    """The Settings class most live-settings tests watch."""
+
+    model_config = SettingsConfigDict(env_prefix="KVCONFIG_REFRESH_TEST_")
+
+    db_password: SecretStr
+    api_key: str
+    port: int = 8080
+
+
+SEED = {"db-password": "pw-1", "api-key": "key-1", "port": "9000"}
 
 
 def list_requests(emu: KeyVaultEmulator) -> int:

@@ -13,17 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from kvconfig import ChangeEvent
 from kvconfig.emulator import KeyVaultEmulator
 from tests.conftest import VaultFactory
-
-
-class AppSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KVCONFIG_REFRESH_TEST_")
-
-    db_password: SecretStr
-    api_key: str
-    port: int = 8080
-
-
-SEED = {"db-password": "pw-1", "api-key": "key-1", "port": "9000"}
+from tests.refresh.helpers import SEED, AppSettings
 
 
 async def test_async_callbacks_are_awaited_in_order(

@@ -6,25 +6,12 @@ import asyncio
 import logging
 
 import pytest
-from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kvconfig import SettingsValidationError, VaultError, VaultUnavailableError
 from kvconfig._changes import RefreshUnavailableError
 from kvconfig.emulator import KeyVaultEmulator
 from tests.conftest import VaultFactory
-from tests.refresh.helpers import list_requests, next_second, secret_gets
-
-
-class AppSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KVCONFIG_REFRESH_TEST_")
-
-    db_password: SecretStr
-    api_key: str
-    port: int = 8080
-
-
-SEED = {"db-password": "pw-1", "api-key": "key-1", "port": "9000"}
+from tests.refresh.helpers import SEED, AppSettings, list_requests, next_second, secret_gets
 
 
 async def test_outage_keeps_last_known_good_and_recovers(
