@@ -351,8 +351,13 @@ class KeyVaultEmulator:
         tags: dict[str, str] | None = None,
         expires_on: dt.datetime | None = None,
         not_before: dt.datetime | None = None,
+        created: dt.datetime | None = None,
     ) -> str:
-        """Add a version of a secret directly; return the new 32-hex version."""
+        """Add a version of a secret directly; return the new 32-hex version.
+
+        ``created`` backdates the version (its ``created`` and ``updated`` times), e.g. to seed
+        a vault whose secrets existed long before the service under test started.
+        """
         store = self._store_open()
         _, version = store.set(
             vault,
@@ -363,13 +368,23 @@ class KeyVaultEmulator:
             enabled=enabled,
             not_before=_unix(not_before),
             expires=_unix(expires_on),
+            created=_unix(created),
         )
         store.commit()
         return version.version
 
-    def seed(self, secrets: Mapping[str, str], vault: str = DEFAULT_VAULT) -> dict[str, str]:
-        """Set several secrets at once; return name -> version."""
-        return {name: self.set_secret(name, value, vault) for name, value in secrets.items()}
+    def seed(
+        self,
+        secrets: Mapping[str, str],
+        vault: str = DEFAULT_VAULT,
+        *,
+        created: dt.datetime | None = None,
+    ) -> dict[str, str]:
+        """Set several secrets at once (optionally backdated); return name -> version."""
+        return {
+            name: self.set_secret(name, value, vault, created=created)
+            for name, value in secrets.items()
+        }
 
     def update_secret(
         self,

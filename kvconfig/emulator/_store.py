@@ -341,8 +341,9 @@ class Store:
         enabled: bool = True,
         not_before: int | None = None,
         expires: int | None = None,
+        created: int | None = None,
     ) -> tuple[Secret, SecretVersion]:
-        """Add a new version (creating the secret if needed)."""
+        """Add a new version (creating the secret if needed), created now or at ``created``."""
         key = check_name(name)
         _check_value(value)
         _check_content_type(content_type)
@@ -352,7 +353,7 @@ class Store:
             raise ServiceError.deleted_but_recoverable(secret.name)
         if secret is None:
             secret = secrets[key] = Secret(name)
-        now = _now()
+        now = _now() if created is None else created
         version = SecretVersion(
             new_version(),
             value,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
@@ -61,3 +63,12 @@ def test_public_surface_is_curated() -> None:
     public = {n for n in vars(package) if n[0] not in "_@" and n != "annotations"}
     assert sorted(package.__all__) == package.__all__
     assert set(package.__all__) == public
+
+
+async def test_seed_can_backdate_versions(keyvault_emulator: KeyVaultEmulator) -> None:
+    """``created=`` sets a version's created and updated times (a vault set up long ago)."""
+    long_ago = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    keyvault_emulator.seed({"old": "1"}, created=long_ago)
+    async with keyvault_emulator.secret_client() as client:
+        props = (await client.get_secret("old")).properties
+    assert props.created_on == props.updated_on == long_ago
