@@ -241,10 +241,6 @@ class ChangeDetector:
                 to_get, max_age=0, timeout=max(0.0, deadline - time.monotonic())
             )
             requests += result.requests
-            if result.joined:
-                # Some answers came from a request another load had sent earlier, at an unknown
-                # time: do not let them settle anything.
-                observed_at = 0.0
             for ref in to_get:
                 observed[ref.key] = result.secrets[ref.key]
         return Detection(observed, observed_at, requests, mode)
@@ -421,7 +417,8 @@ class ChangeDetector:
             seen = detection.observed.get(key)
             if seen is not None:
                 state.seen = seen
-                state.seen_at = detection.observed_at
+                # A GET answer knows when its request was sent (a shared or cached one too).
+                state.seen_at = seen.sent_at if seen.sent_at is not None else detection.observed_at
             state.held = proposal.held[key]
 
     def warn_expired(self, now: datetime | None = None) -> None:

@@ -74,6 +74,9 @@ class FetchedSecret:
     updated: datetime | None = None
     expires_on: datetime | None = None
     not_before: datetime | None = None
+    # Wall-clock time (time.time()) the request that produced this answer was sent; kept with
+    # cached and shared answers, so refresh knows how recent each observation really is.
+    sent_at: float | None = field(default=None, compare=False)
 
     @property
     def found(self) -> bool:
@@ -444,6 +447,7 @@ class SecretFetcher:
             self.total_requests += 1
             try:
                 async with self._semaphore:
+                    sent_at = time.time()
                     secret = await self._client.get_secret(
                         ref.name,
                         ref.version,
@@ -459,7 +463,7 @@ class SecretFetcher:
                     raise verdict.error from exc
             else:
                 self._authenticated = True
-                fetched = _found(ref.name, secret)
+                fetched = _found(ref.name, secret, sent_at)
                 self.cache.put(key, fetched)
                 return fetched
 
@@ -470,7 +474,9 @@ class SecretFetcher:
                     if verdict.outcome is Outcome.MISSING
                     else SecretStatus.DISABLED
                 )
-                fetched = FetchedSecret(name=ref.name, status=status, version=ref.version)
+                fetched = FetchedSecret(
+                    name=ref.name, status=status, version=ref.version, sent_at=sent_at
+                )
                 self.cache.put(key, fetched)
                 return fetched
 
@@ -506,7 +512,7 @@ class SecretFetcher:
             raise ClosedError(f"KeyVault({self.vault_url!r}) is closed")
 
 
-def _found(name: str, secret: KeyVaultSecret) -> FetchedSecret:
+def _found(name: str, secret: KeyVaultSecret, sent_at: float) -> FetchedSecret:
     props = secret.properties
     return FetchedSecret(
         name=name,
@@ -519,4 +525,5 @@ def _found(name: str, secret: KeyVaultSecret) -> FetchedSecret:
         updated=props.updated_on,
         expires_on=props.expires_on,
         not_before=props.not_before,
+        sent_at=sent_at,
     )

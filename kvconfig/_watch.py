@@ -45,7 +45,6 @@ from kvconfig._errors import (
     SettingsValidationError,
     VaultUnavailableError,
 )
-from kvconfig._fetch import CacheKey
 from kvconfig._health import Health
 
 if TYPE_CHECKING:
@@ -188,13 +187,7 @@ class LiveSettings(Generic[SettingsT]):
         fetcher = vault._open()
         client = vault._client
         assert client is not None  # created by _open()
-        cached = {
-            ref.key
-            for ref in plan.refs
-            if fetcher.cache.get(CacheKey(fetcher.vault_url, ref.name.lower(), ref.version))
-        }
         started = time.perf_counter()
-        sent_at = time.time()
         result = await fetcher.fetch(plan.refs)
         vault._log_load(self._settings_cls, plan, result, started)
         self.current = vault._build(self._settings_cls, plan, result.secrets, self._init_kwargs)
@@ -207,9 +200,9 @@ class LiveSettings(Generic[SettingsT]):
             clock_skew=self._clock_skew,
             request_timeout=vault._request_timeout,
         )
-        # A cached result was read at an unknown earlier time: never trust it to the list.
+        # Cached answers count from when their request was actually sent, not from now.
         self._detector.start(
-            result.secrets, {key: 0.0 if key in cached else sent_at for key in result.secrets}
+            result.secrets, {key: secret.sent_at or 0.0 for key, secret in result.secrets.items()}
         )
         self._last_success = datetime.now(UTC)
         self._last_success_at = time.monotonic()

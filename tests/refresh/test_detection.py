@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -112,3 +114,22 @@ async def test_a_single_tracked_secret_never_lists(
         change = await live.refresh()
         assert change is not None and change.fields == ("api_key",)
         assert (list_requests(emu), secret_gets(emu)) == (0, {"api-key": 1})
+
+
+async def test_watch_after_a_cached_load_trusts_the_list_at_once(
+    keyvault_emulator: KeyVaultEmulator, make_vault: VaultFactory
+) -> None:
+    """The usual startup: load() warms the cache, watch() starts from it. The cached answers
+    count from when they were requested, so an unchanged refresh is list pages only."""
+    emu = keyvault_emulator
+    week_ago = datetime.now(UTC) - timedelta(days=7)
+    emu.seed({"db-password": "pw-1", "api-key": "key-1", "region": "north", "port": "9000"},
+             created=week_ago)  # fmt: skip
+    emu.seed({f"other-{i:04d}": f"x{i}" for i in range(26)}, created=week_ago)
+    async with make_vault(ttl=300) as vault:
+        await vault.load(AppSettings)
+        emu.clear_requests()
+        async with vault.watch(AppSettings, interval=60) as live:
+            assert total_gets(emu) == 0  # entered from the cache
+            assert await live.refresh() is None
+            assert (list_requests(emu), total_gets(emu)) == (2, 0)
