@@ -273,8 +273,8 @@ class _Demo:
         applied = _secret(current) == ROTATED_PASSWORD != _secret(loaded)
         mark = style("✓", "green") if applied else style("✗", "red")
         show.say(f"   {mark} live.current.database.password holds the new value ({MASK})")
-        show.say(f"   The refresh cost {lists} list request(s) + {gets} GETs: it lists the vault "
-                 "and re-reads only secrets that may have changed")  # fmt: skip
+        show.say(f"   The refresh cost {lists} list request(s) + {gets} GET(s): it lists the "
+                 "vault and re-reads only the secrets that changed")  # fmt: skip
         return applied
 
 
@@ -371,6 +371,16 @@ def _captured_logs() -> Iterator[list[logging.LogRecord]]:
 
 def _seed(emu: KeyVaultEmulator) -> None:
     now = datetime.now(UTC)
-    emu.seed({k: v for k, v in DEMO_SECRETS.items() if k != "signing-key"})
-    emu.update_secret("legacy-token", enabled=False)
-    emu.set_secret("signing-key", DEMO_SECRETS["signing-key"], expires_on=now - timedelta(days=2))
+    # The service's secrets were set up weeks ago, as in a real vault. (Secrets written within
+    # the last second or two are re-read by the first refreshes: Key Vault's `updated` times
+    # have one-second resolution, so kvconfig cannot yet tell them from a later rotation.)
+    created = now - timedelta(days=30)
+    special = {"signing-key", "legacy-token"}
+    emu.seed({k: v for k, v in DEMO_SECRETS.items() if k not in special}, created=created)
+    emu.set_secret("legacy-token", DEMO_SECRETS["legacy-token"], enabled=False, created=created)
+    emu.set_secret(
+        "signing-key",
+        DEMO_SECRETS["signing-key"],
+        expires_on=now - timedelta(days=2),
+        created=created,
+    )
