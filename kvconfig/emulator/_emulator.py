@@ -115,6 +115,8 @@ class KeyVaultEmulator:
         self._runner: web.AppRunner | None = None
         self._identity_runner: web.AppRunner | None = None
         self._server_ctx: ssl.SSLContext | None = None
+        self._untrusted_ctx: ssl.SSLContext | None = None
+        self._san: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
         self._client_ctx: ssl.SSLContext | None = None
         self._tmpdir: Path | None = None
         self._ca_file: Path | None = None
@@ -168,6 +170,8 @@ class KeyVaultEmulator:
         if self.host not in ips + dns:
             (ips if is_ip else dns).append(self.host)
         self._server_ctx = ca.issue(tuple(ips), tuple(dns)).server_context(ca.cert_pem)
+        self._san = (tuple(ips), tuple(dns))
+        self._server_ctx.sni_callback = self._choose_certificate
 
         self._store = Store(self._data)
         server = VaultServer(
@@ -231,6 +235,16 @@ class KeyVaultEmulator:
             raise RuntimeError("the emulator is not running (use `async with KeyVaultEmulator()`)")
 
     # -- vaults --------------------------------------------------------------------------------
+
+    def _choose_certificate(
+        self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: object
+    ) -> None:
+        """Called for every TLS handshake: swap in the untrusted certificate when asked to."""
+        if self.faults.untrusted_tls:
+            if self._untrusted_ctx is None:
+                rogue = CertificateAuthority.generate("kvconfig emulator untrusted CA")
+                self._untrusted_ctx = rogue.issue(*self._san).server_context(rogue.cert_pem)
+            connection.context = self._untrusted_ctx
 
     async def add_vault(self, name: str, *, port: int = 0) -> str:
         """Serve another vault at its own authority (own port); return its URL."""

@@ -57,6 +57,7 @@ class Faults:
         self._error_status = 500
         self._outage = False
         self._throttle = False
+        self.untrusted_tls = False
         self._limits = (4000, 300, 10.0)
         self._buckets: dict[str, tuple[_Bucket, _Bucket]] = {}
         self._rng = random.Random()
@@ -107,6 +108,15 @@ class Faults:
         """Answer every request 503 until ``outage(False)``."""
         self._outage = on
 
+    def untrusted_certificate(self, on: bool = True) -> None:
+        """New TLS connections get a certificate from a CA no client trusts, until turned off.
+
+        What a client sees when a TLS-inspecting proxy or a rotated certificate breaks trust:
+        ``CERTIFICATE_VERIFY_FAILED``. Connections already open carry on; follow with
+        ``fail_next(n, status="reset")`` to drop them.
+        """
+        self.untrusted_tls = on
+
     def clear(self) -> None:
         """Turn every fault off (latency included)."""
         self._latency = (0.0, 0.0)
@@ -114,6 +124,7 @@ class Faults:
         self._error_rate = 0.0
         self._outage = False
         self._throttle = False
+        self.untrusted_tls = False
         self._buckets.clear()
 
     # -- used by the server --------------------------------------------------------------------

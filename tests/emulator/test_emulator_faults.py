@@ -167,3 +167,22 @@ async def test_several_vaults(keyvault_emulator: KeyVaultEmulator) -> None:
     assert sum(1 for r in emu.requests if r.vault == "second" and r.status == 200) == 2
     with pytest.raises(KeyError):
         emu.vault_url_for("third")
+
+
+async def test_untrusted_certificate_breaks_new_connections_only(
+    keyvault_emulator: KeyVaultEmulator,
+) -> None:
+    """New handshakes fail certificate verification; turning the fault off restores trust."""
+    emu = keyvault_emulator
+    emu.seed({"a": "1"})
+    async with emu.secret_client(retry_total=0) as client:
+        assert (await client.get_secret("a")).value == "1"
+        emu.faults.untrusted_certificate()
+        assert (await client.get_secret("a")).value == "1"  # the pooled connection carries on
+        emu.faults.fail_next(1, status="reset")
+        with pytest.raises(ServiceRequestError):
+            await client.get_secret("a")  # dropped
+        with pytest.raises(ServiceRequestError, match="CERTIFICATE_VERIFY_FAILED"):
+            await client.get_secret("a")  # a new connection meets the untrusted certificate
+        emu.faults.untrusted_certificate(False)
+        assert (await client.get_secret("a")).value == "1"
