@@ -259,3 +259,28 @@ async def test_network_failures_keep_serving_and_recover(
             except VaultUnavailableError:
                 continue
         assert live.current.api_key == "key-2"
+
+
+async def test_tls_failure_keeps_last_known_good_and_recovers(
+    keyvault_emulator: KeyVaultEmulator, make_vault: VaultFactory
+) -> None:
+    """A certificate the client cannot verify (a broken TLS-inspecting proxy, a bad rotation):
+    refreshes fail, live.current stays, health says why; once trust is back it catches up."""
+    emu = keyvault_emulator
+    emu.seed(SEED)
+    async with make_vault() as vault, vault.watch(AppSettings, interval=60) as live:
+        before = live.current
+        emu.faults.untrusted_certificate()
+        emu.faults.fail_next(1, status="reset")  # drop the pooled connection
+        emu.set_secret("api-key", "key-2")
+        for _ in range(2):
+            with pytest.raises(VaultError):
+                await live.refresh()
+        assert live.current is before
+        assert live.health.consecutive_failures == 2
+        assert "certificate" in (live.health.last_error or "").lower()
+        emu.faults.untrusted_certificate(False)
+        change = await live.refresh()
+        assert change is not None and change.fields == ("api_key",)
+        assert live.current.api_key == "key-2"
+        assert live.health.consecutive_failures == 0
