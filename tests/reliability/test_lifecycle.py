@@ -160,10 +160,15 @@ async def _cancel_after(make: Callable[[], Awaitable[object]], steps: int) -> bo
 
 
 async def _sweep(
-    name: str, run_once: Callable[[int], Awaitable[bool]], max_steps: int = 400
+    name: str, run_once: Callable[[int], Awaitable[bool]], max_steps: int = 3000
 ) -> int:
     """Cancel at k = 0, 1, 2, ... iterations until the operation completes on its own; return
-    how many runs were cancelled."""
+    how many runs were cancelled.
+
+    How many iterations an operation spans depends on the machine: while a request or a backoff
+    sleep is pending the loop spins, so a faster machine needs more of them (a retrying load
+    took ~380 on one run and over 400 on the next). ``max_steps`` only bounds a real hang.
+    """
     for steps in range(max_steps):
         if await run_once(steps):
             return steps
