@@ -10,7 +10,10 @@
 
 Run against a real vault (credentials from ``DefaultAzureCredential``)::
 
-    KVCONFIG_VAULT_URL=https://<name>.vault.azure.net python examples/web_service.py
+    VAULT_URL=https://<name>.vault.azure.net python examples/web_service.py
+
+or against a local vault, in the shell where ``eval "$(kvconfig emulator &)"`` exported
+``VAULT_URL``, ``SSL_CERT_FILE`` and the managed-identity variables.
 
 Optional environment: ``KVCONFIG_CA_FILE`` (extra CA, e.g. the emulator's),
 ``KVCONFIG_INTERVAL`` (seconds, default 60), ``PORT`` (default 8080). The vault needs the
@@ -108,10 +111,10 @@ async def health(request: web.Request) -> web.Response:
 
 
 def main() -> int:
-    """Serve on 127.0.0.1:$PORT against $KVCONFIG_VAULT_URL."""
-    vault_url = os.environ.get("KVCONFIG_VAULT_URL")
+    """Serve on 127.0.0.1:$PORT against $VAULT_URL."""
+    vault_url = os.environ.get("VAULT_URL")
     if not vault_url:
-        print("set KVCONFIG_VAULT_URL=https://<name>.vault.azure.net", file=sys.stderr)
+        print("set VAULT_URL=https://<name>.vault.azure.net", file=sys.stderr)
         return 2
     from azure.identity.aio import DefaultAzureCredential
 

@@ -110,7 +110,7 @@ def run_web_service(tmp_path: Path, ca: CertificateAuthority) -> None:
         emu.seed({"greeting": "hi", "upstream-token": "upstream-value-5e2"})
         port = free_port()
         env = clean_env(emu.environment())
-        env.update(KVCONFIG_VAULT_URL=emu.vault_url, KVCONFIG_INTERVAL="0.2", PORT=str(port))
+        env.update(KVCONFIG_INTERVAL="0.2", PORT=str(port))  # VAULT_URL comes from the emulator
         proc = subprocess.Popen(
             [sys.executable, str(EXAMPLES / "web_service.py")],
             env=env,
