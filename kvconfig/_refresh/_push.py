@@ -217,16 +217,19 @@ def _secret_event(doc: dict[str, Any], index: int) -> SecretEvent | None:
     # samples also show camelCase and stray spaces, so keys are matched loosely.
     fields = {str(k).strip().lower(): v for k, v in data.items()}
     secret_id = _text(fields.get("id"))
-    name = _text(fields.get("objectname")) or _text(doc.get("subject"))
-    version = _text(fields.get("version"))
-    if not secret_id or not name:
-        raise EventFormatError(f"event {index} ({event_type}): data has no Id or ObjectName")
-    host = vault_host(secret_id)
-    if not host:
-        raise EventFormatError(f"event {index} ({event_type}): Id is not a secret URL")
-    if not version:  # .../secrets/<name>/<version>
-        parts = urlsplit(secret_id).path.strip("/").split("/")
-        version = parts[2] if len(parts) >= 3 else ""
+    parts = urlsplit(secret_id).path.strip("/").split("/")  # secrets/<name>/<version>
+    from_id = parts if len(parts) >= 2 and parts[0].lower() == "secrets" else []
+    name = (
+        _text(fields.get("objectname"))
+        or _text(doc.get("subject"))
+        or (from_id[1] if from_id else "")
+    )
+    version = _text(fields.get("version")) or (from_id[2] if len(from_id) >= 3 else "")
+    host = vault_host(secret_id) if secret_id else ""
+    if not host or not name:
+        raise EventFormatError(
+            f"event {index} ({event_type}): data has no secret Id (https://<vault>/secrets/...)"
+        )
     return SecretEvent(
         event_type,
         host,
