@@ -129,15 +129,9 @@ def parse_events(body: Any) -> list[SecretEvent]:
     if isinstance(body, SecretEvent):
         return [body]
     if isinstance(body, bytes | bytearray | memoryview):
-        try:
-            body = bytes(body).decode("utf-8")
-        except UnicodeDecodeError:
-            raise EventFormatError("event body is not UTF-8 text") from None
+        body = _decode(body)
     if isinstance(body, str):
-        try:
-            body = json.loads(body)
-        except (ValueError, RecursionError):
-            raise EventFormatError("event body is not valid JSON") from None
+        body = _json(body, "event body is not valid JSON")
     items: Sequence[Any]
     if isinstance(body, list | tuple):
         items = body
@@ -207,10 +201,7 @@ def _secret_event(doc: dict[str, Any], index: int) -> SecretEvent | None:
         return None
     data = doc.get("data")
     if isinstance(data, bytes | str):
-        try:
-            data = json.loads(data)
-        except (ValueError, RecursionError):
-            raise EventFormatError(f"event {index} ({event_type}): data is not JSON") from None
+        data = _json(data, f"event {index} ({event_type}): data is not JSON")
     if not isinstance(data, Mapping):
         raise EventFormatError(f"event {index} ({event_type}): data is not an object")
     # Key Vault's published names are Id, VaultName, ObjectName, Version, NBF, EXP; the docs'
@@ -239,6 +230,24 @@ def _secret_event(doc: dict[str, Any], index: int) -> SecretEvent | None:
         _epoch(fields.get("exp")),
         _epoch(fields.get("nbf")),
     )
+
+
+# The errors are raised outside the ``except`` blocks: ``from None`` only hides the decode error,
+# whose ``doc`` is the body, from tracebacks; ``__context__`` would still hold it.
+def _decode(raw: bytes | bytearray | memoryview) -> str:
+    try:
+        return bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    raise EventFormatError("event body is not UTF-8 text")
+
+
+def _json(text: str | bytes, message: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        pass
+    raise EventFormatError(message)
 
 
 def _text(value: Any) -> str:
