@@ -299,3 +299,15 @@ async def test_events_from_another_thread_are_delivered(
     await asyncio.to_thread(emu.set_secret, "threaded", VALUE)
     await emu.events_idle()
     assert [e["subject"] for e in webhook.events()] == ["threaded"]
+
+
+async def test_eventgrid_batches_queued_events(
+    keyvault_emulator: KeyVaultEmulator, webhook: Webhook
+) -> None:
+    emu = keyvault_emulator
+    await emu.subscribe(webhook.url, max_events_per_batch=3)
+    emu.seed({f"s{i}": VALUE for i in range(5)})  # queued in one go: batches of 3 and 2
+    await emu.events_idle()
+    assert [len(d.json()) for d in webhook.deliveries] == [3, 2]
+    assert [e["subject"] for e in webhook.events()] == [f"s{i}" for i in range(5)]
+    assert [len(d.event_ids) for d in emu.deliveries if d.kind == "events"] == [3, 2]
