@@ -1,7 +1,9 @@
 """A local Azure Key Vault (secrets) emulator that the unmodified Azure SDK talks to over TLS.
 
 Public names: :class:`KeyVaultEmulator`, :class:`CertificateAuthority`, :class:`RequestRecord`,
-:class:`Faults`, :class:`ServiceError`, :class:`EmulatorThread` (for sync code).
+:class:`Faults`, :class:`ServiceError`, :class:`EmulatorThread` (for sync code), and for Event
+Grid delivery :class:`EventSubscription`, :class:`DeliveryRecord`,
+:class:`SubscriptionValidationError`.
 Run one from the shell with ``kvconfig emulator``; in tests use the ``keyvault_emulator`` fixture
 (:mod:`kvconfig.pytest_plugin`).
 
