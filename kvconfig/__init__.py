@@ -19,6 +19,7 @@ from kvconfig._health import Health
 from kvconfig._names import PlannedSecret, SettingsPlan
 from kvconfig._secret import Secret
 from kvconfig._source import KeyVaultSettingsSource
+from kvconfig._sync import SyncKeyVault, SyncLiveSettings
 from kvconfig._vault import KeyVault
 from kvconfig._watch import ChangeStream, LiveSettings
 
@@ -42,6 +43,8 @@ __all__ = [
     "SecretStatus",
     "SettingsPlan",
     "SettingsValidationError",
+    "SyncKeyVault",
+    "SyncLiveSettings",
     "VaultAuthenticationError",
     "VaultError",
     "VaultPermissionError",

@@ -12,6 +12,8 @@ CORE = {
     "Secret",
     "SecretStatus",
     "SettingsPlan",
+    "SyncKeyVault",
+    "SyncLiveSettings",
 }
 
 
