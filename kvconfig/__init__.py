@@ -1,6 +1,7 @@
 """kvconfig: load pydantic-settings classes from Azure Key Vault, concurrently."""
 
 from kvconfig._changes import ChangeEvent, SecretChange
+from kvconfig._dropin import AzureKeyVaultSettingsSource
 from kvconfig._errors import (
     ClosedError,
     ConfigurationError,
@@ -24,6 +25,7 @@ from kvconfig._vault import KeyVault
 from kvconfig._watch import ChangeStream, LiveSettings
 
 __all__ = [
+    "AzureKeyVaultSettingsSource",
     "ChangeEvent",
     "ChangeStream",
     "ClosedError",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import kvconfig
 
 CORE = {
+    "AzureKeyVaultSettingsSource",
     "FetchedSecret",
     "KeyVault",
     "KeyVaultSettingsSource",
