@@ -328,6 +328,7 @@ class SyncLiveSettings(Generic[SettingsT]):
         )
         self._closed = False
         self._lock = threading.Lock()
+        self._in_callback = threading.local()
 
     def _start(self, live: LiveSettings[SettingsT]) -> None:
         async def enter() -> None:
@@ -342,12 +343,14 @@ class SyncLiveSettings(Generic[SettingsT]):
             with contextlib.suppress(RuntimeError):  # shut down while closing
                 self._callbacks.submit(self._call, self._on_change, event)
 
-    @staticmethod
-    def _call(callback: SyncChangeCallback, event: ChangeEvent) -> None:
+    def _call(self, callback: SyncChangeCallback, event: ChangeEvent) -> None:
+        self._in_callback.active = True
         try:
             callback(event)
         except Exception:
             logger.exception("on_change callback failed for generation %d", event.generation)
+        finally:
+            self._in_callback.active = False
 
     def __enter__(self) -> Self:
         return self
@@ -405,4 +408,6 @@ class SyncLiveSettings(Generic[SettingsT]):
                 self._thread.run(self._live.aclose())
         finally:
             if self._callbacks is not None:
-                self._callbacks.shutdown(wait=True)
+                # From inside a callback, waiting for the callback thread would wait for itself.
+                inside = getattr(self._in_callback, "active", False)
+                self._callbacks.shutdown(wait=not inside)

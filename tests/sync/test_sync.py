@@ -137,3 +137,21 @@ def test_failing_callback_is_logged_not_raised(
         assert live.refresh() is not None
     assert live.current.api_key.get_secret_value() == "k3"
     assert any("on_change callback failed" in r.getMessage() for r in caplog.records)
+
+
+def test_close_from_inside_a_callback_does_not_deadlock(sync_emulator: KeyVaultEmulator) -> None:
+    sync_emulator.seed(SECRETS)
+    done = threading.Event()
+    holder: list[Any] = []
+
+    def on_change(event: ChangeEvent) -> None:
+        holder[0].close()
+        done.set()
+
+    with _vault(sync_emulator) as vault:
+        live = vault.watch(Settings, on_change=on_change)
+        holder.append(live)
+        sync_emulator.set_secret("api-key", "k4")
+        live.refresh()
+        assert done.wait(10)
+    assert live.closed
