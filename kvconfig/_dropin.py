@@ -99,6 +99,11 @@ class AzureKeyVaultSettingsSource(_PydanticAzureSource):
                 f"AzureKeyVaultSettingsSource got unknown option(s) {', '.join(unknown)}; "
                 f"KeyVault options are {', '.join(sorted(_VAULT_OPTIONS))}"
             )
+        if "prefix" in vault_options:
+            raise ConfigurationError(
+                "AzureKeyVaultSettingsSource follows pydantic-settings' rules: pass env_prefix "
+                "(or set it in model_config), not prefix"
+            )
         self._vault_options = dict(vault_options)
         self._requests_made = 0
         # pydantic-settings' __init__ validates nothing about these, then calls _load_env_vars().

@@ -12,11 +12,13 @@ Sync credentials (``azure.identity.DefaultAzureCredential()``) are adapted to th
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import inspect
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from types import TracebackType
@@ -56,7 +58,9 @@ class LoopThread:
         self._loop = asyncio.new_event_loop()
         self._closed = False
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._serve, name=name)
+        # A daemon thread, so a SyncKeyVault left open cannot hang interpreter exit; the atexit
+        # hook below closes those properly while the thread still runs.
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
     @property
@@ -163,7 +167,8 @@ class SyncCredentialAdapter(AsyncTokenCredential):
         if self._close_credential:
             closer = getattr(self._credential, "close", None)
             if closer is not None:
-                await asyncio.to_thread(closer)
+                # Directly, not in an executor: at interpreter exit executors refuse new work.
+                closer()
 
     async def __aexit__(self, *args: object) -> None:
         await self.close()
@@ -214,6 +219,7 @@ class SyncKeyVault:
         self._lives: list[SyncLiveSettings[Any]] = []
         self._lock = threading.Lock()
         self._closed = False
+        _OPEN.add(self)
 
     def __enter__(self) -> Self:
         return self
@@ -306,6 +312,19 @@ class SyncKeyVault:
             self._thread.run(self._vault.aclose())
         finally:
             self._thread.close()
+
+
+_OPEN: weakref.WeakSet[SyncKeyVault] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_vaults() -> None:
+    """Close what the program left open (client, session, credential, loop thread) at exit."""
+    for vault in list(_OPEN):
+        try:
+            vault.close()
+        except Exception:  # exiting anyway: report, do not mask the exit
+            logger.warning("closing %r at exit failed", vault, exc_info=True)
 
 
 class SyncLiveSettings(Generic[SettingsT]):

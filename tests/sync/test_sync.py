@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -155,3 +157,35 @@ def test_close_from_inside_a_callback_does_not_deadlock(sync_emulator: KeyVaultE
         live.refresh()
         assert done.wait(10)
     assert live.closed
+
+
+SCRIPT = """
+import logging, sys
+from pydantic_settings import BaseSettings
+from kvconfig import SyncKeyVault
+from kvconfig.emulator import EmulatorThread
+
+class S(BaseSettings):
+    api_key: str
+
+emu_thread = EmulatorThread()
+emu = emu_thread.__enter__()
+emu.seed({"api-key": "v"})
+vault = SyncKeyVault(emu.vault_url, emu.sync_credential(), ca_file=emu.ca_file)
+live = vault.watch(S, interval=3600)
+print(vault.load(S).api_key, live.current.api_key)
+# no close(): the atexit hook closes the vault; exit must not hang or warn
+"""
+
+
+def test_a_script_that_never_closes_still_exits_cleanly() -> None:
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["v", "v"]
+    assert "Unclosed" not in result.stderr and "Traceback" not in result.stderr
