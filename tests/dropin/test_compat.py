@@ -104,6 +104,23 @@ class Precedence(BaseSettings):
     region: str = "west"
 
 
+class Service(BaseModel):
+    endpoint: str = Field(validation_alias=AliasChoices("url", "endpoint_url"))
+    retry_count: int = 3
+
+
+class NestedChoices(BaseSettings):
+    service: Service | None = None
+
+
+class InnerSettings(BaseSettings):
+    host: str = "inner"
+
+
+class NestedSettings(BaseSettings):
+    inner: InnerSettings = InnerSettings()
+
+
 class Required(BaseSettings):
     api_key: str
     port: int
@@ -165,6 +182,21 @@ CASES: dict[str, Case] = {
     "enum_name": Case(Enums, {"level": "DEBUG"}, {**DASH, "env_parse_enums": True}),
     "enum_value": Case(Enums, {"level": "debug"}, DASH),
     "env_wins": Case(Precedence, {"api-key": "vault", "region": "east"}, DASH, {"API_KEY": "env"}),
+    "prefix_argument": Case(
+        Plain, {"svc-api-key": "p", "api-key": "no"}, {**DASH, "env_prefix": "svc_"}
+    ),
+    "snake_case_prefix": Case(
+        Snake,
+        {"AppApiKey": "k", "AppDb--Host": "h2", "Db--Host": "h"},
+        {"snake_case_conversion": True, "env_prefix": "app_"},
+        lists=True,
+    ),
+    "nested_alias_choices": Case(
+        NestedChoices, {"service--endpoint-url": "e", "service--retry-count": "5"}, DASH
+    ),
+    "nested_settings_extra_forbid": Case(
+        NestedSettings, {"inner--host": "h", "inner--unknown": "u"}, DASH, lists=True
+    ),
     "missing_required": Case(Required, {"api-key": "k"}, DASH),
     "invalid_value": Case(Required, {"api-key": "k", "port": "not-a-number"}, DASH),
 }
