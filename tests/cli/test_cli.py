@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kvconfig._cli import build_parser, main
+from kvconfig._cli._main import build_parser, main
 from kvconfig.emulator import CertificateAuthority, EmulatorThread
 
 from .conftest import child_env, run_kvconfig

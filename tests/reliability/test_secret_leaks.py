@@ -361,7 +361,7 @@ class Settings(BaseSettings):
 
 @pytest.mark.slow
 def test_no_value_leaks_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kvconfig._demo import DEMO_SECRETS, ROTATED_PASSWORD
+    from kvconfig._cli._demo import DEMO_SECRETS, ROTATED_PASSWORD
 
     scanner = Scanner()
     emulator = EmulatorProcess()

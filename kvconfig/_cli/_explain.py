@@ -44,7 +44,8 @@ from pydantic_settings import (
 from pydantic_settings.exceptions import SettingsError
 from pydantic_settings.sources import DefaultSettingsSource
 
-from kvconfig._cli import UsageError
+from kvconfig._cli._main import UsageError
+from kvconfig._cli._render import Cell, Style, format_time, render_table, short_version
 from kvconfig._errors import (
     InvalidSecretNameError,
     SecretNameCollisionError,
@@ -55,7 +56,6 @@ from kvconfig._fetch import FetchedSecret, SecretStatus
 from kvconfig._names import PlannedSecret, SettingsPlan, is_valid_secret_name, plan_with_problems
 from kvconfig._redact import safe_errors
 from kvconfig._source import KeyVaultSettingsSource
-from kvconfig._table import Cell, Style, format_time, render_table, short_version
 from kvconfig._vault import KeyVault, _insert_source
 
 __all__ = [

@@ -25,8 +25,8 @@ __all__ = ["UsageError", "build_parser", "main"]
 # sub-command name -> module that defines ``add_parser(subparsers)`` and whose parser sets
 # ``func(args) -> int`` via ``set_defaults``. Each module owns its own options and help text.
 _COMMANDS: dict[str, str] = {
-    "demo": "kvconfig._demo",
-    "explain": "kvconfig._explain",
+    "demo": "kvconfig._cli._demo",
+    "explain": "kvconfig._cli._explain",
     "emulator": "kvconfig.emulator._cli",
 }
 
