@@ -1,8 +1,14 @@
-"""``kvconfig`` command line: one sub-command per module, imported only when used.
+"""``kvconfig`` command line: one sub-command per module, imported only when it runs.
+
+``kvconfig --help`` and ``kvconfig --version`` import no sub-command module (nor the Azure SDK):
+the top-level parser lists each command from the one-line help kept here, and only the command
+being run (or asked for ``--help``) has its module imported and its full parser registered.
 
 Errors are reported as one line on stderr (``kvconfig explain: error: ...``) with exit status 1
-(2 for usage errors, as argparse does). ``--debug`` or ``KVCONFIG_DEBUG=1`` shows the traceback
-instead.
+(2 for usage errors, as argparse does). Only kvconfig's own messages are printed (its errors are
+built from names, never values); any other exception prints its type only, since its message may
+quote a value (a pydantic input, an SDK response body). ``--debug`` or ``KVCONFIG_DEBUG=1``
+shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -12,22 +18,26 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
-
-from pydantic import ValidationError
+from collections.abc import Collection, Sequence
 
 from kvconfig._errors import KvConfigError
-from kvconfig._redact import safe_errors
 
 __all__ = ["UsageError", "build_parser", "main"]
 
-# sub-command name -> module that defines ``add_parser(subparsers)`` and whose parser sets
-# ``func(args) -> int`` via ``set_defaults``. Each module owns its own options and help text.
-_COMMANDS: dict[str, str] = {
-    "demo": "kvconfig._cli._demo",
-    "explain": "kvconfig._cli._explain",
-    "emulator": "kvconfig.emulator._cli",
+# sub-command name -> (module that defines ``add_parser(subparsers)`` and whose parser sets
+# ``func(args) -> int`` via ``set_defaults``, the one-line help shown by ``kvconfig --help``).
+# Each module owns its options and full help; the line here must equal the module's
+# (tests/cli/test_cli.py checks), so that listing the commands imports none of them.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": (
+        "kvconfig._cli._demo",
+        "see it all work against an embedded local vault (no Azure account needed)",
+    ),
+    "explain": (
+        "kvconfig._cli._explain",
+        "show which secret feeds which field, and whether the class would load",
+    ),
+    "emulator": ("kvconfig.emulator._cli", "run a local Azure Key Vault (secrets API over HTTPS)"),
 }
 
 _EPILOG = """\
@@ -47,15 +57,29 @@ class UsageError(Exception):
     """A command was given something it cannot use (reported as one line, exit status 2)."""
 
 
-def _package_version() -> str:
-    try:
-        return version("kvconfig")
-    except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
-        return "unknown"
+class _Version(argparse.Action):
+    """``--version``: reads the installed version only when asked (importlib.metadata is slow)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("kvconfig")
+        except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
+            found = "unknown"
+        print(f"{parser.prog} {found}")  # on stdout, as argparse's own version action
+        parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``kvconfig`` parser with every sub-command registered."""
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The ``kvconfig`` parser; ``commands`` (default: all) get their full sub-parser.
+
+    The other sub-commands are listed with their one-line help and no options, so building the
+    parser imports only the modules of ``commands``.
+    """
     parser = argparse.ArgumentParser(
         prog="kvconfig",
         description=(
@@ -65,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_package_version()}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     parser.add_argument(
         "--debug",
         action="store_true",
@@ -80,28 +104,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="log the kvconfig logger to stderr: -v for INFO (one line per load), -vv for DEBUG",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in _COMMANDS.values():
-        importlib.import_module(module_name).add_parser(subparsers)
+    for name, (module_name, summary) in _COMMANDS.items():
+        if commands is None or name in commands:
+            importlib.import_module(module_name).add_parser(subparsers)
+        else:
+            subparsers.add_parser(name, help=summary, add_help=False)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (top-level options take no value, so it is the first
+    word that is not an option), or None."""
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word if word in _COMMANDS else None
+    return None
 
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def _one_line(exc: BaseException) -> str:
-    """The exception's message on one line (multi-line kvconfig messages joined with '; ')."""
-    if isinstance(exc, ValidationError):
-        # pydantic's own message quotes the input, which may be a secret.
-        errors = safe_errors(exc)
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+def _one_line(exc: KvConfigError | UsageError) -> str:
+    """A kvconfig message on one line (multi-line messages joined with '; ')."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return "; ".join(lines) or type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``kvconfig`` command line; returns the exit status."""
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    command = _command_in(argv)
+    parser = build_parser(() if command is None else (command,))
     args = parser.parse_args(argv)
     if args.verbose:
         logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
@@ -129,9 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
+        # Not a kvconfig message: it may quote a value (pydantic's input, an SDK response
+        # body), so only its type is shown.
         print(
-            f"{prog}: error: {type(exc).__name__}: {_one_line(exc)} "
-            "(run with --debug for the traceback)",
+            f"{prog}: error: {type(exc).__name__} (run with --debug for the traceback)",
             file=sys.stderr,
         )
         return 1

@@ -1,4 +1,4 @@
-"""Terminal output for the CLI: aligned tables and colour only where it belongs.
+"""Terminal output for the CLI: aligned tables, colour only where it belongs, the explain report.
 
 Colour follows the usual conventions: only when the stream is a terminal, never when
 ``NO_COLOR`` is set (https://no-color.org) or ``TERM=dumb``. Widths are computed on the plain
@@ -10,10 +10,22 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-__all__ = ["MASK", "Cell", "Style", "format_time", "render_table", "short_version"]
+from kvconfig._report import format_time
+
+if TYPE_CHECKING:
+    from kvconfig._report import ExplainReport, FieldReport
+
+__all__ = [
+    "MASK",
+    "Cell",
+    "Style",
+    "format_time",
+    "render_report",
+    "render_table",
+    "short_version",
+]
 
 MASK = "••••••"
 """What a secret value is shown as (always the same width, so it reveals nothing)."""
@@ -94,10 +106,87 @@ def short_version(version: str | None) -> str:
     return version[:8] if version else "-"
 
 
-def format_time(moment: datetime | None) -> str:
-    """A UTC time as ``2026-11-22 14:30:05Z``, or ``-``."""
-    if moment is None:
-        return "-"
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+# -- the explain report --------------------------------------------------------------------
+
+
+_STATUS_STYLE = {
+    "found": ("green",),
+    "missing": ("yellow",),
+    "disabled": ("red",),
+    "expired": ("red",),
+    "not-yet-valid": ("yellow",),
+    "not-requested": ("red",),
+    "invalid-value": ("red", "bold"),
+}
+
+
+def render_report(report: ExplainReport, style: Style) -> str:
+    """The human-readable report: header, field table, problems, verdict."""
+    prefix = repr(report.prefix) if report.prefix else "none"
+    lines = [
+        f"{style('Settings', 'bold')}  {report.settings}",
+        f"{style('Vault', 'bold')}     {report.vault_url}  (prefix: {prefix})",
+        f"{style('Sources', 'bold')}   {' > '.join(report.source_order)}  (first wins)",
+        f"{style('Read', 'bold')}      {len(report.fields)} fields, "
+        f"{report.requests} GET requests, {report.duration_ms:.0f} ms; values are never shown",
+        "",
+    ]
+    rows: list[list[str | Cell]] = []
+    for f in report.fields:
+        version = short_version(f.version)
+        if f.pinned_version:
+            version += " (pinned)"
+        rows.append(
+            [
+                f.field + ("" if f.required else " ?"),
+                _secret_cell(f),
+                Cell(f.status, _STATUS_STYLE.get(f.status, ())),
+                version,
+                format_time(f.updated),
+                _source_cell(f),
+            ]
+        )
+    headers = ["FIELD", "SECRET", "STATUS", "VERSION", "UPDATED", "SOURCE"]
+    lines.append(render_table(headers, rows, style))
+    lines.append(style("  (? = optional: has a default)", "dim"))
+    errors = [p for p in report.problems if p.severity == "error"]
+    warnings = [p for p in report.problems if p.severity == "warning"]
+    if report.problems:
+        lines.append("")
+        lines.append(style("Problems", "bold"))
+        lines.extend(f"  {style('✗', 'red')} {p.message}" for p in errors)
+        lines.extend(f"  {style('!', 'yellow')} {p.message}" for p in warnings)
+    lines.append("")
+    if report.ok:
+        lines.append(style(f"OK: KeyVault.load({report.settings}) would succeed.", "green"))
+    else:
+        count = len(errors)
+        lines.append(
+            style(
+                f"FAIL: KeyVault.load({report.settings}) would fail "
+                f"({count} problem{'s' if count != 1 else ''}).",
+                "red",
+                "bold",
+            )
+        )
+    return "\n".join(lines)
+
+
+def _secret_cell(report: FieldReport) -> Cell:
+    if report.name_problem is None:
+        return Cell(report.secret)
+    return Cell(f"{report.secret} ({report.name_problem}!)", ("red", "bold"))
+
+
+def _source_cell(report: FieldReport) -> Cell:
+    if report.winner is None:
+        return Cell("MISSING", ("red", "bold"))
+    text = report.winner
+    if report.env_var:
+        text += f" {report.env_var}"
+    shadowed = [s for s in report.sources[1:] if s in ("vault", "env", "dotenv")]
+    if shadowed and not report.nested:
+        text += f" (over {', '.join(shadowed)})"
+    elif report.nested and len(report.sources) > 1:
+        text = " + ".join(report.sources)
+    return Cell(text, ("cyan",) if report.winner == "vault" else ())

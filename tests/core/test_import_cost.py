@@ -50,3 +50,22 @@ def test_every_exported_name_resolves_from_its_module() -> None:
         value = getattr(kvconfig, name)
         assert value.__module__ == kvconfig._WHERE[name], name
     assert set(kvconfig.__all__) <= set(dir(kvconfig))
+
+
+def test_cli_help_and_version_import_no_sub_command() -> None:
+    for argv in (["--version"], ["--help"], ["-v", "--help"]):
+        loaded = imported_after(
+            "from kvconfig._cli import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass"
+        )
+        assert loaded == {"kvconfig", "kvconfig._cli", "kvconfig._cli._main", "kvconfig._errors"}
+
+
+def test_cli_sub_command_help_imports_only_that_command() -> None:
+    loaded = imported_after(
+        "import contextlib, io\nfrom kvconfig._cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n        main(['explain', '--help'])\n    except SystemExit:\n        pass"
+    )
+    assert "kvconfig._cli._explain" in loaded
+    assert not loaded & {"kvconfig._cli._demo", "kvconfig.emulator", "kvconfig.emulator._cli"}

@@ -15,7 +15,9 @@ for the marker and for each canary's hex part:
 - every change event (stream and callback);
 - the output of ``kvconfig demo`` and ``kvconfig explain`` run as subprocesses with ``-vv
   --debug`` (explain against a CLI emulator seeded with canary values; the demo seeds its own
-  made-up values, which are scanned for instead).
+  made-up values, which are scanned for instead);
+- the CLI's one-line error for exceptions that are not kvconfig's (a user validator or a module
+  quoting a value): type only, never the message.
 
 The Azure SDK logs request and response *bodies* only with ``logging_enable=True``; kvconfig never
 passes it, and :func:`test_kvconfig_client_never_enables_body_logging` checks the pipeline it
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -427,3 +430,57 @@ def _seed_over_sdk(env: dict[str, str], values: dict[str, str], mp: pytest.Monke
     ):
         for name, value in values.items():
             client.set_secret(name, value)
+
+
+RAISES_WITH_VALUE = """
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings
+
+class Settings(BaseSettings):
+    api_key: SecretStr
+
+    @field_validator("api_key")
+    @classmethod
+    def _check(cls, value: SecretStr) -> SecretStr:
+        # A user validator quoting the value in a non-ValueError: pydantic does not wrap it.
+        raise RuntimeError(f"rejected key {value.get_secret_value()}")
+"""
+
+
+def test_cli_prints_only_kvconfig_messages(
+    keyvault_emulator_sync: KeyVaultEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 9 item 3: any exception that is not kvconfig's own prints its type and "use
+    --debug", never its message (which may quote a value), at import time or while running."""
+    from kvconfig._cli import main
+
+    scanner = Scanner()
+    emu = keyvault_emulator_sync
+    emu.seed({"api-key": scanner.secret("api")})
+    (tmp_path / "raises_with_value.py").write_text(textwrap.dedent(RAISES_WITH_VALUE))
+    (tmp_path / "fails_at_import.py").write_text(
+        f"raise RuntimeError({scanner.secret('import')!r})\n"
+    )
+    (tmp_path / "loads_at_import.py").write_text(
+        "from pydantic_settings import BaseSettings\n"
+        "class Settings(BaseSettings):\n    port: int\nsettings = Settings()\n"
+    )
+    monkeypatch.setenv("PORT", scanner.secret("port"))  # pydantic quotes the bad input
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KVCONFIG_DEBUG", raising=False)
+    for name in [n for n in os.environ if n.startswith(("AZURE_", "MSI_"))]:
+        monkeypatch.delenv(name)
+    common = ["--vault-url", emu.vault_url, "--ca-file", str(emu.ca_file)]
+    statuses = {}
+    for module in ("raises_with_value", "fails_at_import", "loads_at_import"):
+        statuses[module] = main(["explain", f"{module}:Settings", *common])
+        out, err = capsys.readouterr()
+        scanner.add(f"cli {module} stdout", out)
+        scanner.add(f"cli {module} stderr", err)
+        assert "RuntimeError" in err or "ValidationError" in err, err
+        assert "--debug" in err and err.count("\n") == 1, err
+    assert statuses == {"raises_with_value": 1, "fails_at_import": 2, "loads_at_import": 2}
+    assert scanner.leaks() == []
