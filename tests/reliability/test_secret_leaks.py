@@ -484,3 +484,46 @@ def test_cli_prints_only_kvconfig_messages(
         assert "--debug" in err and err.count("\n") == 1, err
     assert statuses == {"raises_with_value": 1, "fails_at_import": 2, "loads_at_import": 2}
     assert scanner.leaks() == []
+
+
+class ServiceSettings(BaseSettings):
+    api_key: SecretStr
+    port: int = 8080
+
+
+def test_no_value_leaks_from_the_fastapi_integration(
+    keyvault_emulator_sync: KeyVaultEmulator, scanner: Scanner
+) -> None:
+    """Startup, handlers' dependency repr, /health after an invalid rotation, shutdown logs."""
+    import time
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from kvconfig.integrations.fastapi import VaultSettings
+
+    emu = keyvault_emulator_sync
+    emu.seed({"api-key": scanner.secret("api"), "port": "8081"})
+    vault_settings = VaultSettings(
+        ServiceSettings,
+        vault_url=emu.vault_url,
+        credential=emu.credential,
+        ca_file=emu.ca_file,
+        interval=0.2,
+    )
+    app = FastAPI(lifespan=vault_settings.lifespan)
+    app.include_router(vault_settings.health_router())
+    with TestClient(app) as client:
+        scanner.add("fastapi health ok", client.get("/health").text)
+        emu.set_secret("port", scanner.secret("port"))  # invalid: keeps the last-known-good
+        deadline = time.monotonic() + 20
+        while client.get("/health").json()["failures"] < 2:
+            assert time.monotonic() < deadline, "did not hang"
+            time.sleep(0.05)
+        scanner.add("fastapi health failing", client.get("/health").text)
+        scanner.add(
+            "fastapi objects", vault_settings, vault_settings.live(), vault_settings.current()
+        )
+    scanner.add("fastapi health stopped", vault_settings.health_response().body.decode())
+    assert scanner.records > 0
+    assert scanner.leaks() == []
