@@ -17,7 +17,9 @@ for the marker and for each canary's hex part:
   --debug`` (explain against a CLI emulator seeded with canary values; the demo seeds its own
   made-up values, which are scanned for instead);
 - the CLI's one-line error for exceptions that are not kvconfig's (a user validator or a module
-  quoting a value): type only, never the message.
+  quoting a value): type only, never the message;
+- the FastAPI integration's ``/health`` answers and log lines;
+- every OpenTelemetry span and metric point exported (secret names opted in).
 
 The Azure SDK logs request and response *bodies* only with ``logging_enable=True``; kvconfig never
 passes it, and :func:`test_kvconfig_client_never_enables_body_logging` checks the pipeline it
@@ -526,4 +528,58 @@ def test_no_value_leaks_from_the_fastapi_integration(
         )
     scanner.add("fastapi health stopped", vault_settings.health_response().body.decode())
     assert scanner.records > 0
+    assert scanner.leaks() == []
+
+
+async def test_no_value_leaks_into_telemetry(
+    keyvault_emulator: KeyVaultEmulator, scanner: Scanner
+) -> None:
+    """Every exported span and metric point, through a validation failure, a rejected rotation
+    and a 403, with secret names opted in."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from kvconfig.integrations.otel import configure
+
+    class Service(BaseSettings):
+        api_key: SecretStr
+        port: int = 8080
+
+    emu = keyvault_emulator
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    configure(
+        tracer_provider=tracer_provider, meter_provider=meter_provider, record_secret_names=True
+    )
+    try:
+        emu.seed({"api-key": scanner.secret("api"), "port": scanner.secret("port")})
+        async with make_vault(emu) as vault:
+            with pytest.raises(SettingsValidationError):
+                await vault.load(Service)
+        emu.set_secret("port", "8081")
+        async with make_vault(emu) as vault, vault.watch(Service, interval=3600) as live:
+            emu.set_secret("port", scanner.secret("rotated"))
+            with pytest.raises(SettingsValidationError):
+                await live.refresh()
+            metrics = reader.get_metrics_data()
+        async with make_vault(emu) as vault:
+            emu.faults.fail_next(1, status=403)
+            with pytest.raises(VaultPermissionError):
+                await vault.load(Service)
+    finally:
+        configure()
+        meter_provider.shutdown()
+        tracer_provider.shutdown()
+    spans = exporter.get_finished_spans()
+    assert {s.name for s in spans} == {"kvconfig.load", "kvconfig.refresh"}
+    for span in spans:
+        scanner.add(f"span {span.name}", span.to_json())
+    assert metrics is not None
+    scanner.add("metrics", metrics.to_json())
     assert scanner.leaks() == []
