@@ -40,7 +40,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic_settings import BaseSettings
-from starlette.responses import JSONResponse
+
+try:
+    from starlette.responses import JSONResponse
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "kvconfig.integrations.fastapi needs FastAPI: pip install 'kvconfig[fastapi]'"
+    ) from exc
 
 from kvconfig._errors import ClosedError
 from kvconfig._vault import KeyVault

@@ -38,8 +38,13 @@ def configure(
             refresh reads; never values) to spans. Off by default: names can say more about a
             system than an operator's tracing backend should see.
     """
-    import opentelemetry.metrics
-    import opentelemetry.trace  # noqa: F401
+    try:  # the hooks look for the API in sys.modules
+        import opentelemetry.metrics
+        import opentelemetry.trace  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ImportError(
+            "kvconfig.integrations.otel needs OpenTelemetry: pip install 'kvconfig[otel]'"
+        ) from exc
 
     telemetry.configure(
         tracer_provider=tracer_provider,
