@@ -59,6 +59,7 @@ from kvconfig._names import (
 )
 from kvconfig._redact import safe_errors
 from kvconfig._source import KeyVaultSettingsSource
+from kvconfig._telemetry import telemetry
 from kvconfig._translate import classify
 
 if TYPE_CHECKING:
@@ -273,10 +274,13 @@ class KeyVault:
         """
         started = time.perf_counter()
         plan = self.plan(settings_cls)
-        fetcher = self._open()
-        result = await fetcher.fetch(plan.refs)
-        self._log_load(settings_cls, plan, result, started)
-        return self._build(settings_cls, plan, result.secrets, init_kwargs)
+        names = [ref.name for ref in plan.refs]  # telemetry hook (span kvconfig.load)
+        with telemetry.load(settings_cls.__name__, self.vault_url, names) as span:
+            fetcher = self._open()
+            result = await fetcher.fetch(plan.refs)
+            span.requests = result.requests  # telemetry hook
+            self._log_load(settings_cls, plan, result, started)
+            return self._build(settings_cls, plan, result.secrets, init_kwargs)
 
     def watch(
         self,
