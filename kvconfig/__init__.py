@@ -6,6 +6,7 @@ from kvconfig._errors import (
     ConfigurationError,
     InvalidSecretNameError,
     KvConfigError,
+    MalformedResponseError,
     MissingSettingError,
     SecretNameCollisionError,
     SettingsValidationError,
@@ -14,8 +15,8 @@ from kvconfig._errors import (
     VaultPermissionError,
     VaultUnavailableError,
 )
-from kvconfig._fetch import FetchedSecret, SecretStatus
 from kvconfig._health import Health
+from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._names import PlannedSecret, SettingsPlan
 from kvconfig._secret import Secret
 from kvconfig._source import KeyVaultSettingsSource
@@ -34,6 +35,7 @@ __all__ = [
     "KeyVaultSettingsSource",
     "KvConfigError",
     "LiveSettings",
+    "MalformedResponseError",
     "MissingSettingError",
     "PlannedSecret",
     "Secret",

@@ -42,7 +42,8 @@ from azure.keyvault.secrets.aio import SecretClient
 from pydantic import BaseModel
 
 from kvconfig._errors import VaultError, VaultUnavailableError
-from kvconfig._fetch import FetchedSecret, SecretFetcher, SecretStatus
+from kvconfig._fetch import SecretFetcher
+from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._names import SecretRef, SettingsPlan
 from kvconfig._translate import Outcome, classify
 
@@ -100,10 +101,6 @@ class ChangeEvent:
 
 class RefreshUnavailableError(VaultUnavailableError):
     """Listing the vault kept failing transiently; ``retry_after`` is the server's hint, if any."""
-
-    def __init__(self, message: str, *, vault_url: str, retry_after: float | None) -> None:
-        super().__init__(message, vault_url=vault_url)
-        self.retry_after = retry_after
 
 
 class _Listed(NamedTuple):
@@ -315,7 +312,7 @@ class ChangeDetector:
                         status=status,
                     ) from None
                 attempt += 1
-                delay = self._fetcher._delay(attempt, verdict.retry_after)
+                delay = self._fetcher.retry.delay(attempt, verdict.retry_after)
                 if time.monotonic() + delay > deadline:
                     raise RefreshUnavailableError(
                         f"listing the secrets of vault {self._vault_url} failed: {verdict.reason}",

@@ -51,7 +51,7 @@ from kvconfig._errors import (
     SettingsValidationError,
     VaultAuthenticationError,
 )
-from kvconfig._fetch import FetchedSecret, SecretStatus
+from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._names import PlannedSecret, SettingsPlan, is_valid_secret_name, plan_with_problems
 from kvconfig._redact import safe_errors
 from kvconfig._source import KeyVaultSettingsSource
@@ -537,7 +537,7 @@ def _validate(
         # Already reported, with the reason: unsupplied fields and undecodable vault values.
         reported = {f.field for f in fields if not f.satisfied or f.status == "invalid-value"}
         problems: list[Problem] = []
-        for error in safe_errors(exc):
+        for error in safe_errors(exc, settings_cls):
             where = ".".join(str(part) for part in error["loc"])
             if error["type"] == "missing" and where in reported:
                 continue

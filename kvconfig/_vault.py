@@ -16,6 +16,7 @@ Internals (for code building on this module, e.g. refresh):
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import ssl
@@ -34,6 +35,7 @@ from pydantic_settings import BaseSettings, SecretsSettingsSource
 from pydantic_settings.exceptions import SettingsError
 from pydantic_settings.sources import DefaultSettingsSource
 
+from kvconfig._cache import SecretCache
 from kvconfig._client import (
     build_secret_client,
     build_session,
@@ -47,13 +49,15 @@ from kvconfig._errors import (
     MissingSettingError,
     SettingsValidationError,
 )
-from kvconfig._fetch import FetchedSecret, FetchResult, SecretCache, SecretFetcher, SecretStatus
+from kvconfig._fetch import SecretFetcher
+from kvconfig._model import FetchedSecret, FetchResult, SecretStatus
 from kvconfig._names import (
     SettingsPlan,
     is_valid_secret_name,
     plan_settings,
 )
 from kvconfig._redact import safe_errors
+from kvconfig._retry import RetryPolicy
 from kvconfig._source import KeyVaultSettingsSource
 
 if TYPE_CHECKING:
@@ -65,13 +69,22 @@ __all__ = ["KeyVault"]
 logger = logging.getLogger("kvconfig")
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+Key = tuple[str, str | None]
 
-# The underscore options of BaseSettings.__init__ that configure the built-in sources.
-_SOURCE_OPTIONS = frozenset(
-    name
-    for name in inspect.signature(BaseSettings._settings_init_sources).parameters
-    if name.startswith("_") and name != "_init_kwargs"
-)
+
+@functools.cache
+def _source_options() -> frozenset[str]:
+    """The underscore options of ``BaseSettings.__init__`` that configure the built-in sources.
+
+    Read from pydantic-settings' ``__init__`` signature on first use, never at import time, so
+    a change there cannot break ``import kvconfig``.
+    """
+    return frozenset(
+        name
+        for name in inspect.signature(BaseSettings.__init__).parameters
+        if name.startswith("_")
+        and name not in ("_init_kwargs", "_build_sources", "__pydantic_self__")
+    )
 
 
 def _seconds(value: float | timedelta, name: str) -> float:
@@ -209,6 +222,11 @@ class KeyVault:
         return self._vault_url
 
     @property
+    def retry_policy(self) -> RetryPolicy:
+        """The backoff policy of every retry against this vault (GETs, list pages, refresh)."""
+        return RetryPolicy(self._retry_backoff, self._retry_backoff_max)
+
+    @property
     def prefix(self) -> str:
         """The prefix of field-derived secret names."""
         return self._prefix
@@ -239,8 +257,7 @@ class KeyVault:
                 max_concurrency=self._max_concurrency,
                 startup_timeout=self._startup_timeout,
                 request_timeout=self._request_timeout,
-                retry_backoff=self._retry_backoff,
-                retry_backoff_max=self._retry_backoff_max,
+                retry=self.retry_policy,
                 token_ready=credential.token_ready,
             )
         return self._fetcher
@@ -271,7 +288,12 @@ class KeyVault:
         fetcher = self._open()
         result = await fetcher.fetch(plan.refs)
         self._log_load(settings_cls, plan, result, started)
-        return self._build(settings_cls, plan, result.secrets, init_kwargs)
+        try:
+            return self._build(settings_cls, plan, result.secrets, init_kwargs)
+        except SettingsValidationError:
+            # Never serve this failure back: a secret created to fix it must be read next time.
+            fetcher.forget_absent(plan.refs)
+            raise
 
     def watch(
         self,
@@ -341,7 +363,7 @@ class KeyVault:
         """Validate ``settings_cls`` from its usual sources plus the fetched secrets. No I/O."""
         values = dict(init_kwargs)
         # `_env_file=`, `_secrets_dir=`, ... configure the sources, as in `Settings(...)`.
-        options = {k: values.pop(k) for k in list(values) if k in _SOURCE_OPTIONS}
+        options = {k: values.pop(k) for k in list(values) if k in _source_options()}
         error: SettingsValidationError
         try:
             sources, kwargs = settings_cls._settings_init_sources(_init_kwargs=values, **options)
@@ -355,7 +377,7 @@ class KeyVault:
                 sources = _insert_source(sources, source)
             return settings_cls(_build_sources=(sources, kwargs))
         except ValidationError as exc:
-            error = self._validation_error(settings_cls, plan, exc)
+            error = self._validation_error(settings_cls, plan, secrets, exc)
         except SettingsError as exc:
             # pydantic-settings' own parse errors name the field and source, never the value.
             error = SettingsValidationError(str(exc))
@@ -364,17 +386,28 @@ class KeyVault:
         raise error from None
 
     def _validation_error(
-        self, settings_cls: type[BaseSettings], plan: SettingsPlan, exc: ValidationError
+        self,
+        settings_cls: type[BaseSettings],
+        plan: SettingsPlan,
+        secrets: Mapping[tuple[str, str | None], FetchedSecret],
+        exc: ValidationError,
     ) -> SettingsValidationError:
-        errors = safe_errors(exc)
+        # Locations below a declared field are masked: dict keys come from the value.
+        errors = safe_errors(exc, settings_cls)
         lines: list[str] = []
         missing_only = True
         for error in errors:
             loc = tuple(error["loc"])
             where = ".".join(str(part) for part in loc) or settings_cls.__name__
             if error["type"] == "missing":
-                names = ", ".join(repr(s.name) for s in plan.secrets_for_location(loc))
+                candidates = plan.secrets_for_location(loc)
+                present = [s for s in candidates if _found_in(secrets, s.ref.key)]
+                absent = [s for s in candidates if s not in present]
+                names = ", ".join(repr(s.name) for s in absent)
                 tried = f"secret(s) {names}" if names else "no secret (not mapped)"
+                if present:
+                    tried += "; secret(s) " + ", ".join(repr(s.name) for s in present)
+                    tried += " exist but do not set it"
                 lines.append(
                     f"{where}: required, but no init argument, environment variable or dotenv "
                     f"entry set it, and the vault {self._vault_url} had none of {tried}"
@@ -443,6 +476,11 @@ class KeyVault:
             result.requests,
             (time.perf_counter() - started) * 1000,
         )
+
+
+def _found_in(secrets: Mapping[tuple[str, str | None], FetchedSecret], key: Key) -> bool:
+    secret = secrets.get(key)
+    return secret is not None and secret.found
 
 
 def _insert_source(sources: tuple[Any, ...], source: KeyVaultSettingsSource) -> tuple[Any, ...]:

@@ -34,7 +34,6 @@ from kvconfig._changes import (
     ChangeEvent,
     NotYetValid,
     OnMissing,
-    RefreshUnavailableError,
     SecretChange,
     changed_fields,
 )
@@ -352,13 +351,8 @@ class LiveSettings(Generic[SettingsT]):
         interval, at least the server's ``Retry-After``; anything else -> the next interval."""
         if not isinstance(exc, VaultUnavailableError):
             return self._next_delay()
-        retry_after = exc.retry_after if isinstance(exc, RefreshUnavailableError) else None
-        if retry_after is None and self._detector is not None:
-            retry_after = self._detector._fetcher.last_retry_after
-        base = max(self._vault._retry_backoff, 0.001)
-        exponent = min(self._consecutive_failures - 1, 30)
-        delay = random.uniform(0.0, min(self._interval, base * 2.0**exponent))
-        return delay if retry_after is None else max(delay, retry_after)
+        policy = self._vault.retry_policy
+        return policy.delay(max(self._consecutive_failures, 1), exc.retry_after, cap=self._interval)
 
     # -- one refresh ---------------------------------------------------------------------------
 
@@ -367,7 +361,6 @@ class LiveSettings(Generic[SettingsT]):
         assert detector is not None
         started = time.perf_counter()
         self._refreshes += 1
-        detector._fetcher.last_retry_after = None
         event: ChangeEvent | None = None
         try:
             if self._vault.closed:

@@ -11,8 +11,9 @@ from kvconfig import (
     VaultAuthenticationError,
     VaultError,
 )
+from kvconfig._cache import CacheKey, SecretCache
 from kvconfig._client import is_loopback
-from kvconfig._fetch import CacheKey, FetchedSecret, SecretCache, SecretStatus
+from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._translate import Outcome, classify
 
 URL = "https://example.vault.azure.net"
