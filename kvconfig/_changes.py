@@ -242,6 +242,23 @@ class ChangeDetector:
                 observed[ref.key] = result.secrets[ref.key]
         return Detection(observed, observed_at, requests, mode)
 
+    async def detect_names(self, names: Iterable[str], *, timeout: float) -> Detection:
+        """Re-read the tracked secrets called ``names`` (case-insensitive), cache bypassed.
+
+        Names that are not tracked (pinned, or not in the plan) are ignored.
+        """
+        wanted = {name.lower() for name in names}
+        refs = [state.ref for key, state in self._states.items() if key[0] in wanted]
+        observed: dict[Key, FetchedSecret] = {}
+        observed_at = self._wall()
+        requests = 0
+        if refs:
+            result = await self._fetcher.fetch(refs, max_age=0, timeout=timeout)
+            requests = result.requests
+            for ref in refs:
+                observed[ref.key] = result.secrets[ref.key]
+        return Detection(observed, observed_at, requests, "get")
+
     def _compare(
         self, listing: Mapping[str, _Listed], observed: dict[Key, FetchedSecret]
     ) -> list[SecretRef]:

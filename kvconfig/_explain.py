@@ -44,6 +44,7 @@ from pydantic_settings import (
 from pydantic_settings.exceptions import SettingsError
 from pydantic_settings.sources import DefaultSettingsSource
 
+from kvconfig._build import insert_source as _insert_source
 from kvconfig._cli import UsageError
 from kvconfig._errors import (
     InvalidSecretNameError,
@@ -56,7 +57,7 @@ from kvconfig._names import PlannedSecret, SettingsPlan, is_valid_secret_name, p
 from kvconfig._redact import safe_errors
 from kvconfig._source import KeyVaultSettingsSource
 from kvconfig._table import Cell, Style, format_time, render_table, short_version
-from kvconfig._vault import KeyVault, _insert_source
+from kvconfig._vault import KeyVault
 
 __all__ = [
     "ExplainReport",

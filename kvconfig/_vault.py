@@ -16,8 +16,6 @@ Internals (for code building on this module, e.g. refresh):
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import ssl
 import time
@@ -30,11 +28,9 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.keyvault.secrets.aio import SecretClient
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SecretsSettingsSource
-from pydantic_settings.exceptions import SettingsError
-from pydantic_settings.sources import DefaultSettingsSource
+from pydantic_settings import BaseSettings
 
+from kvconfig._build import build_settings, log_load
 from kvconfig._cache import SecretCache
 from kvconfig._client import (
     build_secret_client,
@@ -46,19 +42,16 @@ from kvconfig._client import (
 from kvconfig._errors import (
     ClosedError,
     ConfigurationError,
-    MissingSettingError,
     SettingsValidationError,
 )
 from kvconfig._fetch import SecretFetcher
-from kvconfig._model import FetchedSecret, FetchResult, SecretStatus
+from kvconfig._model import FetchedSecret, FetchResult
 from kvconfig._names import (
     SettingsPlan,
     is_valid_secret_name,
     plan_settings,
 )
-from kvconfig._redact import safe_errors
 from kvconfig._retry import RetryPolicy
-from kvconfig._source import KeyVaultSettingsSource
 
 if TYPE_CHECKING:
     from kvconfig._changes import NotYetValid, OnMissing
@@ -70,21 +63,6 @@ logger = logging.getLogger("kvconfig")
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 Key = tuple[str, str | None]
-
-
-@functools.cache
-def _source_options() -> frozenset[str]:
-    """The underscore options of ``BaseSettings.__init__`` that configure the built-in sources.
-
-    Read from pydantic-settings' ``__init__`` signature on first use, never at import time, so
-    a change there cannot break ``import kvconfig``.
-    """
-    return frozenset(
-        name
-        for name in inspect.signature(BaseSettings.__init__).parameters
-        if name.startswith("_")
-        and name not in ("_init_kwargs", "_build_sources", "__pydantic_self__")
-    )
 
 
 def _seconds(value: float | timedelta, name: str) -> float:
@@ -283,17 +261,8 @@ class KeyVault:
             VaultUnavailableError: Transient failures outlasted ``startup_timeout``.
             ClosedError: The vault was closed.
         """
-        started = time.perf_counter()
-        plan = self.plan(settings_cls)
-        fetcher = self._open()
-        result = await fetcher.fetch(plan.refs)
-        self._log_load(settings_cls, plan, result, started)
-        try:
-            return self._build(settings_cls, plan, result.secrets, init_kwargs)
-        except SettingsValidationError:
-            # Never serve this failure back: a secret created to fix it must be read next time.
-            fetcher.forget_absent(plan.refs)
-            raise
+        settings, _ = await self._load(settings_cls, self.plan(settings_cls), init_kwargs)
+        return settings
 
     def watch(
         self,
@@ -306,6 +275,7 @@ class KeyVault:
         not_yet_valid: NotYetValid = "ignore",
         on_change: ChangeCallback | None = None,
         clock_skew: float | timedelta = 1.0,
+        on_change_timeout: float | timedelta = 30.0,
         **init_kwargs: Any,
     ) -> LiveSettings[SettingsT]:
         """Keep a ``settings_cls`` instance fresh: an async context manager.
@@ -334,7 +304,11 @@ class KeyVault:
             not_yet_valid: A new version whose ``not_before`` is in the future: ``"ignore"`` it
                 until then, or ``"accept"`` it at once.
             on_change: Called (and awaited, if async) with each :class:`~kvconfig.ChangeEvent`,
-                in order; its failures are logged. It must not await ``live.refresh()``.
+                in generation order, by a dispatcher task *after* the refresh published it
+                (``refresh()`` does not wait for it); its failures are logged. It may await
+                ``live.refresh()``.
+            on_change_timeout: Seconds an ``on_change`` call may run; a longer one is cancelled
+                and logged, and the next event is delivered.
             clock_skew: Seconds this host's clock may differ from the vault's (see
                 :mod:`kvconfig._changes` on one-second ``updated`` times).
             **init_kwargs: As for :meth:`load`.
@@ -342,7 +316,7 @@ class KeyVault:
         from kvconfig._watch import LiveSettings
 
         return LiveSettings(
-            self,
+            VaultLink(self),
             settings_cls,
             interval=interval,
             max_staleness=max_staleness,
@@ -351,6 +325,7 @@ class KeyVault:
             on_change=on_change,
             clock_skew=clock_skew,
             init_kwargs=init_kwargs,
+            on_change_timeout=on_change_timeout,
         )
 
     def _build(
@@ -361,134 +336,83 @@ class KeyVault:
         init_kwargs: dict[str, Any],
     ) -> SettingsT:
         """Validate ``settings_cls`` from its usual sources plus the fetched secrets. No I/O."""
-        values = dict(init_kwargs)
-        # `_env_file=`, `_secrets_dir=`, ... configure the sources, as in `Settings(...)`.
-        options = {k: values.pop(k) for k in list(values) if k in _source_options()}
-        error: SettingsValidationError
-        try:
-            sources, kwargs = settings_cls._settings_init_sources(_init_kwargs=values, **options)
-            ours = [s for s in sources if isinstance(s, KeyVaultSettingsSource)]
-            if ours:
-                for source in ours:
-                    source._bind(plan, secrets)
-            else:
-                source = KeyVaultSettingsSource(settings_cls)
-                source._bind(plan, secrets)
-                sources = _insert_source(sources, source)
-            return settings_cls(_build_sources=(sources, kwargs))
-        except ValidationError as exc:
-            error = self._validation_error(settings_cls, plan, secrets, exc)
-        except SettingsError as exc:
-            # pydantic-settings' own parse errors name the field and source, never the value.
-            error = SettingsValidationError(str(exc))
-        # Raised outside the except blocks: `from None` only hides the original from tracebacks,
-        # and as __context__ it would still hold pydantic's error, which quotes the input.
-        raise error from None
+        built: SettingsT = build_settings(
+            settings_cls, plan, secrets, init_kwargs, vault_url=self._vault_url
+        )
+        return built
 
-    def _validation_error(
+    async def _load(
+        self, settings_cls: type[SettingsT], plan: SettingsPlan, init_kwargs: dict[str, Any]
+    ) -> tuple[SettingsT, FetchResult]:
+        """The one load path (``load()`` and entering ``watch()``): fetch, log, build."""
+        started = time.perf_counter()
+        fetcher = self._open()
+        result = await fetcher.fetch(plan.refs)
+        log_load(settings_cls, plan, result, started, vault_url=self._vault_url)
+        try:
+            return self._build(settings_cls, plan, result.secrets, init_kwargs), result
+        except SettingsValidationError:
+            # Never serve this failure back: a secret created to fix it must be read next time.
+            fetcher.forget_absent(plan.refs)
+            raise
+
+
+class VaultLink:
+    """The narrow contract :class:`~kvconfig.LiveSettings` (and any other refresher) drives a
+    :class:`KeyVault` through: fetch, build, the one load path, and whether it is closed. It
+    never needs a ``KeyVault`` private member."""
+
+    __slots__ = ("_vault",)
+
+    def __init__(self, vault: KeyVault) -> None:
+        self._vault = vault
+
+    @property
+    def vault_url(self) -> str:
+        return self._vault.vault_url
+
+    @property
+    def closed(self) -> bool:
+        return self._vault.closed
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._vault.retry_policy
+
+    @property
+    def request_timeout(self) -> float:
+        return self._vault._request_timeout
+
+    def plan(self, settings_cls: type[BaseSettings]) -> SettingsPlan:
+        """As :meth:`KeyVault.plan`."""
+        return self._vault.plan(settings_cls)
+
+    def fetcher(self) -> SecretFetcher:
+        """The vault's fetcher (opening the vault in this loop on first use)."""
+        return self._vault._open()
+
+    def client(self) -> SecretClient:
+        """The SDK client the fetcher uses (for list pages, sent through the same pipeline)."""
+        self._vault._open()
+        client = self._vault._client
+        assert client is not None
+        return client
+
+    async def load(
+        self, settings_cls: type[SettingsT], plan: SettingsPlan, init_kwargs: dict[str, Any]
+    ) -> tuple[SettingsT, FetchResult]:
+        """Exactly what :meth:`KeyVault.load` does, plus the fetch result."""
+        return await self._vault._load(settings_cls, plan, init_kwargs)
+
+    def build(
         self,
-        settings_cls: type[BaseSettings],
+        settings_cls: type[SettingsT],
         plan: SettingsPlan,
         secrets: Mapping[tuple[str, str | None], FetchedSecret],
-        exc: ValidationError,
-    ) -> SettingsValidationError:
-        # Locations below a declared field are masked: dict keys come from the value.
-        errors = safe_errors(exc, settings_cls)
-        lines: list[str] = []
-        missing_only = True
-        for error in errors:
-            loc = tuple(error["loc"])
-            where = ".".join(str(part) for part in loc) or settings_cls.__name__
-            if error["type"] == "missing":
-                candidates = plan.secrets_for_location(loc)
-                present = [s for s in candidates if _found_in(secrets, s.ref.key)]
-                absent = [s for s in candidates if s not in present]
-                names = ", ".join(repr(s.name) for s in absent)
-                tried = f"secret(s) {names}" if names else "no secret (not mapped)"
-                if present:
-                    tried += "; secret(s) " + ", ".join(repr(s.name) for s in present)
-                    tried += " exist but do not set it"
-                lines.append(
-                    f"{where}: required, but no init argument, environment variable or dotenv "
-                    f"entry set it, and the vault {self._vault_url} had none of {tried}"
-                )
-            else:
-                missing_only = False
-                lines.append(f"{where}: {error['msg']}")
-        cls = MissingSettingError if missing_only else SettingsValidationError
-        count = len(errors)
-        message = (
-            f"{count} error{'s' if count != 1 else ''} loading {settings_cls.__name__} from "
-            f"{self._vault_url}:\n  " + "\n  ".join(lines)
-        )
-        return cls(message, errors=[dict(e) for e in errors])
+        init_kwargs: dict[str, Any],
+    ) -> SettingsT:
+        """Validate a complete new instance from ``secrets`` (no I/O)."""
+        return self._vault._build(settings_cls, plan, secrets, init_kwargs)
 
-    def _log_load(
-        self,
-        settings_cls: type[BaseSettings],
-        plan: SettingsPlan,
-        result: FetchResult,
-        started: float,
-    ) -> None:
-        counts = dict.fromkeys(SecretStatus, 0)
-        fields_by_key: dict[tuple[str, str | None], list[str]] = {}
-        for planned in plan.secrets:
-            fields_by_key.setdefault(planned.ref.key, []).append(planned.field)
-        for key, secret in result.secrets.items():
-            counts[secret.status] += 1
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "secret %s version %s: %s", secret.name, secret.version, secret.status.value
-                )
-            fields = ", ".join(fields_by_key.get(key, ()))
-            if secret.status is SecretStatus.DISABLED:
-                logger.warning(
-                    "secret %s in %s is disabled; treated as missing (field %s)",
-                    secret.name,
-                    self._vault_url,
-                    fields,
-                )
-            elif secret.found and secret.is_expired():
-                logger.warning(
-                    "secret %s in %s expired on %s; Key Vault still serves it (field %s)",
-                    secret.name,
-                    self._vault_url,
-                    secret.expires_on,
-                    fields,
-                )
-            elif secret.found and secret.is_not_yet_valid():
-                logger.warning(
-                    "secret %s in %s is not valid before %s; Key Vault serves it anyway (field %s)",
-                    secret.name,
-                    self._vault_url,
-                    secret.not_before,
-                    fields,
-                )
-        logger.info(
-            "loaded %s from %s: %d secrets requested, %d found, %d missing, %d disabled, "
-            "%d requests, %.1f ms",
-            settings_cls.__name__,
-            self._vault_url,
-            len(result.secrets),
-            counts[SecretStatus.FOUND],
-            counts[SecretStatus.MISSING],
-            counts[SecretStatus.DISABLED],
-            result.requests,
-            (time.perf_counter() - started) * 1000,
-        )
-
-
-def _found_in(secrets: Mapping[tuple[str, str | None], FetchedSecret], key: Key) -> bool:
-    secret = secrets.get(key)
-    return secret is not None and secret.found
-
-
-def _insert_source(sources: tuple[Any, ...], source: KeyVaultSettingsSource) -> tuple[Any, ...]:
-    """Put the vault source right before file secrets, else right before the defaults."""
-    for index, existing in enumerate(sources):
-        if isinstance(existing, SecretsSettingsSource):
-            return (*sources[:index], source, *sources[index:])
-    for index, existing in enumerate(sources):
-        if isinstance(existing, DefaultSettingsSource):
-            return (*sources[:index], source, *sources[index:])
-    return (*sources, source)
+    def __repr__(self) -> str:
+        return repr(self._vault)

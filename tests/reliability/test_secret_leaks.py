@@ -197,6 +197,9 @@ async def test_no_value_leaks_from_the_library(
             await _expect(scanner, "refresh outage", VaultUnavailableError, live.refresh())
             emu.faults.clear()
             await live.refresh()
+            async with asyncio.timeout(5):  # callbacks run on the dispatcher, after refresh()
+                while len(events) < 2:  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)
             scanner.add("live", live, live.health, live.current, live._detector)
             scanner.add("held", *(live._detector.held.values() if live._detector else ()))
         scanner.add("events", *events)
