@@ -21,11 +21,11 @@ from pydantic_settings.sources import DefaultSettingsSource
 
 from kvconfig._errors import MissingSettingError, SettingsValidationError
 from kvconfig._model import FetchedSecret, FetchResult, SecretStatus
-from kvconfig._names import SettingsPlan
+from kvconfig._names import PlannedSecret, SettingsPlan
 from kvconfig._redact import safe_errors
 from kvconfig._source import KeyVaultSettingsSource
 
-__all__ = ["build_settings", "insert_source", "log_load", "source_options"]
+__all__ = ["build_settings", "insert_source", "log_load", "needed_plan", "source_options"]
 
 logger = logging.getLogger("kvconfig")
 
@@ -48,6 +48,64 @@ def source_options() -> frozenset[str]:
     )
 
 
+def _sources(
+    settings_cls: type[BaseSettings], init_kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """pydantic-settings' sources for ``settings_cls`` as ``Settings(**init_kwargs)`` builds them
+    (the one place its private ``_settings_init_sources`` is called)."""
+    values = dict(init_kwargs)
+    # `_env_file=`, `_secrets_dir=`, ... configure the sources, as in `Settings(...)`.
+    options = {k: values.pop(k) for k in list(values) if k in source_options()}
+    sources, kwargs = settings_cls._settings_init_sources(_init_kwargs=values, **options)
+    return tuple(sources), kwargs
+
+
+def needed_plan(
+    settings_cls: type[BaseSettings], plan: SettingsPlan, init_kwargs: dict[str, Any]
+) -> SettingsPlan:
+    """``plan`` without the secrets whose field a higher-priority source already supplies.
+
+    The sources ahead of the vault's (init kwargs, environment, dotenv by default; whatever
+    ``settings_customise_sources`` puts first) are read once; a planned secret is dropped when
+    they give a value at its location. A nested model's JSON secret is kept unless they give
+    the model as a whole (a dict from them is merged with the vault's keys, so it still counts).
+    No request is made for a dropped secret, so a 403 on it cannot fail the load.
+    """
+    try:
+        sources, _ = _sources(settings_cls, init_kwargs)
+    except Exception:
+        return plan
+    ahead: list[dict[str, Any]] = []
+    for source in sources:
+        if isinstance(source, KeyVaultSettingsSource):
+            break
+        if isinstance(source, SecretsSettingsSource | DefaultSettingsSource):
+            break  # where the vault's source goes when the class does not place it
+        try:
+            data = source()
+        except Exception:
+            continue
+        if isinstance(data, dict):
+            ahead.append(data)
+    if not ahead:
+        return plan
+    kept = tuple(p for p in plan.secrets if not any(_supplies(d, p) for d in ahead))
+    if len(kept) == len(plan.secrets):
+        return plan
+    return SettingsPlan(settings_cls=plan.settings_cls, prefix=plan.prefix, secrets=kept)
+
+
+def _supplies(data: dict[str, Any], planned: PlannedSecret) -> bool:
+    node: Any = data
+    for key in planned.key_path:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    if node is None:
+        return False
+    return not (planned.nested and isinstance(node, dict))
+
+
 def build_settings(
     settings_cls: type[SettingsT],
     plan: SettingsPlan,
@@ -57,12 +115,9 @@ def build_settings(
     vault_url: str,
 ) -> SettingsT:
     """Validate ``settings_cls`` from its usual sources plus the fetched ``secrets``."""
-    values = dict(init_kwargs)
-    # `_env_file=`, `_secrets_dir=`, ... configure the sources, as in `Settings(...)`.
-    options = {k: values.pop(k) for k in list(values) if k in source_options()}
     error: SettingsValidationError
     try:
-        sources, kwargs = settings_cls._settings_init_sources(_init_kwargs=values, **options)
+        sources, kwargs = _sources(settings_cls, init_kwargs)
         ours = [s for s in sources if isinstance(s, KeyVaultSettingsSource)]
         if ours:
             for source in ours:

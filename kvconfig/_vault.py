@@ -30,7 +30,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.keyvault.secrets.aio import SecretClient
 from pydantic_settings import BaseSettings
 
-from kvconfig._build import build_settings, log_load
+from kvconfig._build import build_settings, log_load, needed_plan
 from kvconfig._cache import SecretCache
 from kvconfig._client import (
     build_secret_client,
@@ -261,7 +261,7 @@ class KeyVault:
             VaultUnavailableError: Transient failures outlasted ``startup_timeout``.
             ClosedError: The vault was closed.
         """
-        settings, _ = await self._load(settings_cls, self.plan(settings_cls), init_kwargs)
+        settings, _, _ = await self._load(settings_cls, self.plan(settings_cls), init_kwargs)
         return settings
 
     def watch(
@@ -343,14 +343,16 @@ class KeyVault:
 
     async def _load(
         self, settings_cls: type[SettingsT], plan: SettingsPlan, init_kwargs: dict[str, Any]
-    ) -> tuple[SettingsT, FetchResult]:
-        """The one load path (``load()`` and entering ``watch()``): fetch, log, build."""
+    ) -> tuple[SettingsT, FetchResult, SettingsPlan]:
+        """The one load path (``load()`` and entering ``watch()``): drop what a higher-priority
+        source supplies, fetch, log, build. Returns the plan actually fetched too."""
         started = time.perf_counter()
+        plan = needed_plan(settings_cls, plan, init_kwargs)
         fetcher = self._open()
         result = await fetcher.fetch(plan.refs)
         log_load(settings_cls, plan, result, started, vault_url=self._vault_url)
         try:
-            return self._build(settings_cls, plan, result.secrets, init_kwargs), result
+            return self._build(settings_cls, plan, result.secrets, init_kwargs), result, plan
         except SettingsValidationError:
             # Never serve this failure back: a secret created to fix it must be read next time.
             fetcher.forget_absent(plan.refs)
@@ -400,8 +402,9 @@ class VaultLink:
 
     async def load(
         self, settings_cls: type[SettingsT], plan: SettingsPlan, init_kwargs: dict[str, Any]
-    ) -> tuple[SettingsT, FetchResult]:
-        """Exactly what :meth:`KeyVault.load` does, plus the fetch result."""
+    ) -> tuple[SettingsT, FetchResult, SettingsPlan]:
+        """Exactly what :meth:`KeyVault.load` does, plus the fetch result and the plan fetched
+        (without the secrets a higher-priority source supplies)."""
         return await self._vault._load(settings_cls, plan, init_kwargs)
 
     def build(
