@@ -12,7 +12,13 @@ read again). Two ways to look for changes:
 
 List mode is used when it is cheaper: ``len(tracked) > ceil(N / 25)``, with N learned from the
 previous list pass (before the first one, a single page is assumed). A 403 on the list switches
-to GET mode for good.
+to GET mode; the list is tried again after :data:`LIST_RETRY_AFTER_FORBIDDEN` seconds (a
+permission granted later is noticed). A secret absent from a list pass is confirmed with a GET
+before it counts as deleted (one request, only when its state changes). List failures are
+classified exactly as GETs are (401 is :class:`~kvconfig.VaultAuthenticationError`, a page that
+is not a JSON object is a malformed answer, retried, then
+:class:`~kvconfig.MalformedResponseError`; a vault closed mid-pass is
+:class:`~kvconfig.ClosedError`).
 
 ``updated`` has one-second resolution, so a rotation within the same second as the version we
 hold would leave it unchanged. A secret is therefore only trusted to the list once it was last
@@ -34,18 +40,23 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
-from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.exceptions import AzureError, DecodeError, HttpResponseError
 from azure.core.rest import HttpRequest
 from azure.keyvault.secrets.aio import SecretClient
 from pydantic import BaseModel
 
-from kvconfig._errors import VaultError, VaultUnavailableError
+from kvconfig._errors import (
+    ClosedError,
+    MalformedResponseError,
+    VaultError,
+    VaultUnavailableError,
+)
 from kvconfig._fetch import SecretFetcher
 from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._names import SecretRef, SettingsPlan
-from kvconfig._translate import Outcome, classify
+from kvconfig._translate import MALFORMED, Outcome, classify
 
 __all__ = [
     "PAGE_SIZE",
@@ -63,6 +74,7 @@ __all__ = [
 logger = logging.getLogger("kvconfig")
 
 PAGE_SIZE = 25  # Key Vault's default (and largest) list page
+LIST_RETRY_AFTER_FORBIDDEN = 3600.0  # seconds in GET mode after a 403 on the list
 OnMissing = Literal["keep", "default"]
 NotYetValid = Literal["ignore", "accept"]
 Key = tuple[str, str | None]
@@ -173,6 +185,7 @@ class ChangeDetector:
         self._pinned: dict[Key, FetchedSecret] = {}
         self.vault_size: int | None = None
         self.list_forbidden = False
+        self._list_retry_at = 0.0  # monotonic time the list may be tried again after a 403
         self._warned: set[tuple[str, str | None, str]] = set()
 
     # -- state ---------------------------------------------------------------------------------
@@ -204,6 +217,8 @@ class ChangeDetector:
 
     def mode(self) -> str:
         """``"list"`` when a list pass costs fewer requests than reading every tracked secret."""
+        if self.list_forbidden and time.monotonic() >= self._list_retry_at:
+            self.list_forbidden = False  # try the list again: the permission may be granted
         if self.list_forbidden or not self._states:
             return "get"
         pages = 1 if self.vault_size is None else max(1, math.ceil(self.vault_size / PAGE_SIZE))
@@ -269,7 +284,8 @@ class ChangeDetector:
             seen = state.seen
             if item is None:
                 if seen.status is not SecretStatus.MISSING:
-                    observed[key] = FetchedSecret(name=state.ref.name, status=SecretStatus.MISSING)
+                    # Absent from this pass: confirm with a GET (a 404) before it counts as deleted.
+                    to_get.append(state.ref)
             elif not item.enabled:
                 if seen.status is not SecretStatus.DISABLED:
                     observed[key] = FetchedSecret(name=state.ref.name, status=SecretStatus.DISABLED)
@@ -302,10 +318,17 @@ class ChangeDetector:
         listing: dict[str, _Listed] = {}
         requests = 0
         attempt = 0
+        started = time.monotonic()
+        policy = self._fetcher.retry
         url: str | None = "/secrets"  # the service's default page size (25)
         while url is not None:
             requests += 1
+            failure: BaseException | None = None
+            page: object = None
             try:
+                # Unlike a load's GETs, a page in progress is not cut at the deadline: a pass
+                # resumes at the failed page, and an interval shorter than one round trip
+                # must not make every refresh fail. Retries stop at the deadline.
                 response = await self._client.send_request(
                     HttpRequest("GET", url),
                     connection_timeout=self._request_timeout,
@@ -314,48 +337,71 @@ class ChangeDetector:
                 if response.status_code != 200:
                     raise HttpResponseError(response=response)
                 page = response.json()
-            except (AzureError, TimeoutError) as exc:
-                verdict = classify(exc, vault_url=self._vault_url, secret_name="*")
+                if not isinstance(page, dict):
+                    raise DecodeError("list page is not a JSON object")
+            except (AzureError, TimeoutError, ValueError, RuntimeError) as exc:
+                if isinstance(exc, ValueError) and not isinstance(exc, AzureError):
+                    failure = DecodeError("list page is not JSON")
+                else:
+                    failure = exc
+            if failure is not None:
+                if self._fetcher.closed:
+                    # aiohttp's "Session is closed" or a cancelled pass: the vault was closed.
+                    raise ClosedError(f"KeyVault({self._vault_url!r}) was closed during a refresh")
+                if isinstance(failure, RuntimeError):
+                    raise failure
+                verdict = classify(failure, vault_url=self._vault_url, secret_name="*")
+                status = getattr(failure, "status_code", None)
+                del failure  # never chained: it can hold the response body
                 if verdict is None:
-                    raise
+                    raise VaultError(
+                        f"listing the secrets of vault {self._vault_url} failed",
+                        vault_url=self._vault_url,
+                    )
                 if verdict.outcome is not Outcome.TRANSIENT:
-                    status = getattr(exc, "status_code", None)
                     if status == 403:
                         self._forbid(verdict.reason)
                         return None, requests
+                    if verdict.error is not None:
+                        error = verdict.error
+                        error.secret_name = None
+                        error.args = (
+                            f"listing the secrets of vault {self._vault_url} failed: {error}",
+                        )
+                        raise error
                     raise VaultError(
                         f"listing the secrets of vault {self._vault_url} failed ({verdict.reason})",
                         vault_url=self._vault_url,
                         status=status,
-                    ) from None
+                    )
                 attempt += 1
-                delay = self._fetcher.retry.delay(attempt, verdict.retry_after)
-                if time.monotonic() + delay > deadline:
-                    raise RefreshUnavailableError(
-                        f"listing the secrets of vault {self._vault_url} failed: {verdict.reason}",
+                delay = policy.delay(attempt, verdict.retry_after)
+                if time.monotonic() + delay >= deadline:
+                    malformed = verdict.reason.startswith(MALFORMED)
+                    cls = MalformedResponseError if malformed else RefreshUnavailableError
+                    raise cls(
+                        f"listing the secrets of vault {self._vault_url} failed for "
+                        f"{time.monotonic() - started:.1f}s: {verdict.reason}",
                         vault_url=self._vault_url,
                         retry_after=verdict.retry_after,
-                    ) from None
+                    )
                 logger.debug(
                     "list of %s: %s, retrying in %.3fs", self._vault_url, verdict.reason, delay
                 )
                 await asyncio.sleep(delay)
                 continue
-            except ValueError:
-                raise VaultError(
-                    f"vault {self._vault_url} answered a list request with a body that is not JSON",
-                    vault_url=self._vault_url,
-                ) from None
             attempt = 0
-            url = _read_page(page, listing)
+            url = _read_page(cast(dict[str, Any], page), listing)
         self.vault_size = len(listing)
         return listing, requests
 
     def _forbid(self, reason: str) -> None:
         self.list_forbidden = True
+        self._list_retry_at = time.monotonic() + LIST_RETRY_AFTER_FORBIDDEN
         logger.warning(
             "listing secrets of vault %s is forbidden (%s); change detection reads each of the "
-            "%d tracked secrets instead (grant secrets/list to make a refresh cost fewer requests)",
+            "%d tracked secrets instead, and tries the list again in an hour (grant secrets/list "
+            "to make a refresh cost fewer requests)",
             self._vault_url,
             reason,
             len(self._states),
@@ -473,10 +519,8 @@ class ChangeDetector:
             logger.warning(message, *args)
 
 
-def _read_page(page: object, listing: dict[str, _Listed]) -> str | None:
+def _read_page(page: dict[str, Any], listing: dict[str, _Listed]) -> str | None:
     """Add a ``SecretListResult`` page's items to ``listing``; return its ``nextLink``."""
-    if not isinstance(page, dict):
-        return None
     for item in page.get("value") or ():
         secret_id = item.get("id") if isinstance(item, dict) else None
         if not isinstance(secret_id, str):

@@ -382,7 +382,7 @@ class LiveSettings(Generic[SettingsT]):
         try:
             if self._vault.closed:
                 raise ClosedError(f"{self._vault!r} is closed")
-            timeout = min(self._interval, detector._fetcher.startup_timeout)
+            timeout = self._refresh_timeout()
             detection = await detector.detect(timeout=timeout)
         except Exception as exc:
             self._record_failure(exc)
@@ -399,12 +399,17 @@ class LiveSettings(Generic[SettingsT]):
         try:
             if self._vault.closed:
                 raise ClosedError(f"{self._vault!r} is closed")
-            timeout = min(self._interval, detector._fetcher.startup_timeout)
+            timeout = self._refresh_timeout()
             detection = await detector.detect_names(names, timeout=timeout)
         except Exception as exc:
             self._record_failure(exc)
             raise
         return self._apply(detection, started)
+
+    def _refresh_timeout(self) -> float:
+        """One refresh's budget: an interval, never more than ``startup_timeout``."""
+        assert self._detector is not None
+        return min(self._detector._fetcher.startup_timeout, self._interval)
 
     def _apply(self, detection: Detection, started: float) -> ChangeEvent | None:
         """Apply the policies to a detection; validate the complete new Settings; publish it if
