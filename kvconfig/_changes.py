@@ -250,7 +250,7 @@ class ChangeDetector:
         observed_at = self._wall()
         if to_get:
             result = await self._fetcher.fetch(
-                to_get, max_age=0, timeout=max(0.0, deadline - time.monotonic())
+                to_get, max_age=0, timeout=max(0.0, deadline - time.monotonic()), strict=False
             )
             requests += result.requests
             for ref in to_get:
@@ -268,7 +268,7 @@ class ChangeDetector:
         observed_at = self._wall()
         requests = 0
         if refs:
-            result = await self._fetcher.fetch(refs, max_age=0, timeout=timeout)
+            result = await self._fetcher.fetch(refs, max_age=0, timeout=timeout, strict=False)
             requests = result.requests
             for ref in refs:
                 observed[ref.key] = result.secrets[ref.key]

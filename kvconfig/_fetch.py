@@ -69,23 +69,35 @@ class _Flight:
     joining extends it (and the attempt in progress), one with less just stops waiting.
     """
 
-    __slots__ = ("attempts", "deadline", "key", "reason", "retry_after", "scope", "task", "waiters")
+    __slots__ = (
+        "attempts",
+        "cut",
+        "deadline",
+        "key",
+        "reason",
+        "retry_after",
+        "scope",
+        "task",
+        "waiters",
+    )
 
-    def __init__(self, key: CacheKey, deadline: float) -> None:
+    def __init__(self, key: CacheKey, deadline: float, cut: float) -> None:
         self.key = key
         self.attempts = 0
         self.waiters = 0
-        self.deadline = deadline
+        self.deadline = deadline  # no attempt starts after it
+        self.cut = cut  # an attempt still running then is cut off
         self.reason = _NO_ANSWER
         self.retry_after: float | None = None
         self.scope: asyncio.Timeout | None = None
         self.task: asyncio.Task[FetchedSecret | _Unavailable]
 
-    def extend(self, deadline: float) -> None:
-        if deadline > self.deadline:
-            self.deadline = deadline
+    def extend(self, deadline: float, cut: float) -> None:
+        self.deadline = max(self.deadline, deadline)
+        if cut > self.cut:
+            self.cut = cut
             if self.scope is not None and not self.scope.expired():
-                self.scope.reschedule(deadline)
+                self.scope.reschedule(cut)
 
     def unavailable(self) -> _Unavailable:
         return _Unavailable(self.reason, self.retry_after)
@@ -140,11 +152,19 @@ class SecretFetcher:
         *,
         max_age: float | None = None,
         timeout: float | None = None,
+        strict: bool = True,
     ) -> FetchResult:
-        """Read ``refs`` (cache, then in-flight requests, then the vault). See module docstring."""
+        """Read ``refs`` (cache, then in-flight requests, then the vault). See module docstring.
+
+        ``strict=False`` (refresh): no attempt starts after ``timeout``, but one in progress may
+        finish (within ``request_timeout``), so an interval shorter than a round trip does not
+        make every refresh fail. ``strict=True`` (load): nothing outlives ``timeout``.
+        """
         self._check_open()
         started = time.monotonic()
-        deadline = Deadline(started + (self.startup_timeout if timeout is None else timeout))
+        budget = self.startup_timeout if timeout is None else timeout
+        last_start = started + budget
+        deadline = Deadline(last_start if strict else last_start + self.request_timeout)
         wanted: dict[CacheKey, SecretRef] = {}
         for ref in refs:
             wanted.setdefault(self._key(ref), ref)
@@ -156,7 +176,7 @@ class SecretFetcher:
         try:
             todo = [key for key in wanted if key not in results]
             if todo and not self._authenticated:
-                await self._prime(wanted, todo, flights, deadline)
+                await self._prime(wanted, todo, flights, last_start, deadline)
                 if self._primed_badly(flights):
                     todo = []  # the vault is not answering: do not fan out into the outage
                 else:
@@ -165,7 +185,7 @@ class SecretFetcher:
                     )
                     todo = [key for key in wanted if key not in results and key not in flights]
             for key in todo:
-                flights[key] = self._join(key, wanted[key], deadline)
+                flights[key] = self._join(key, wanted[key], last_start, deadline)
             await self._wait(flights, deadline)
             for key, (flight, _) in flights.items():
                 task = flight.task
@@ -244,6 +264,7 @@ class SecretFetcher:
         wanted: dict[CacheKey, SecretRef],
         todo: list[CacheKey],
         flights: dict[CacheKey, tuple[_Flight, bool]],
+        last_start: float,
         deadline: Deadline,
     ) -> None:
         """Send one request alone so the challenge and token are paid once, not per secret.
@@ -255,7 +276,7 @@ class SecretFetcher:
             priming = self._priming
             if priming is None or priming.task.done():
                 key = todo[0]
-                flights[key] = self._join(key, wanted[key], deadline)
+                flights[key] = self._join(key, wanted[key], last_start, deadline)
                 flight = flights[key][0]
                 self._priming = flight
                 try:
@@ -266,7 +287,7 @@ class SecretFetcher:
                 return
             if priming.key in wanted and priming.key not in flights:
                 priming.waiters += 1
-                priming.extend(deadline.at)
+                priming.extend(last_start, deadline.at)
                 flights[priming.key] = (priming, False)
             await self._until_authenticated(priming, deadline)
             if priming.key in flights or deadline.remaining() <= 0:
@@ -311,19 +332,24 @@ class SecretFetcher:
                 return True
         return False
 
-    def _join(self, key: CacheKey, ref: SecretRef, deadline: Deadline) -> tuple[_Flight, bool]:
-        """Join the flight for ``key``, starting one if none is usable. True = started here."""
+    def _join(
+        self, key: CacheKey, ref: SecretRef, last_start: float, deadline: Deadline
+    ) -> tuple[_Flight, bool]:
+        """Join the flight for ``key``, starting one if none is usable. True = started here.
+
+        ``last_start``: no attempt for this caller after it; ``deadline``: this caller stops
+        waiting (and an attempt only it wants is cut off)."""
         flight = self._flights.get(key)
         started_here = False
         if flight is None or flight.task.done() or flight.task.cancelling():
             # Never join a request that is being cancelled (its last caller gave up).
-            flight = _Flight(key, deadline.at)
+            flight = _Flight(key, last_start, deadline.at)
             flight.task = asyncio.create_task(self._read(key, ref, flight))
             flight.task.add_done_callback(functools.partial(self._landed, key, flight))
             self._flights[key] = flight
             started_here = True
         else:
-            flight.extend(deadline.at)
+            flight.extend(last_start, deadline.at)
         flight.waiters += 1
         return flight, started_here
 
@@ -389,7 +415,7 @@ class SecretFetcher:
             failure: BaseException | None = None
             sent_at = time.time()
             try:
-                async with asyncio.timeout_at(flight.deadline) as scope:
+                async with asyncio.timeout_at(flight.cut) as scope:
                     flight.scope = scope
                     async with self._semaphore:
                         sent_at = time.time()

@@ -16,11 +16,12 @@ Internals (for code building on this module, e.g. refresh):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from os import PathLike
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -47,6 +48,7 @@ from kvconfig._errors import (
 from kvconfig._fetch import SecretFetcher
 from kvconfig._model import FetchedSecret, FetchResult
 from kvconfig._names import (
+    SecretRef,
     SettingsPlan,
     is_valid_secret_name,
     plan_settings,
@@ -152,6 +154,9 @@ class KeyVault:
         self._session: aiohttp.ClientSession | None = None
         self._client: SecretClient | None = None
         self._fetcher: SecretFetcher | None = None
+        self._cache = SecretCache(self._ttl)  # survives a change of event loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._keeper: asyncio.Task[None] | None = None
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -177,17 +182,36 @@ class KeyVault:
             return
         self._closed = True
         try:
-            if self._fetcher is not None:
-                await self._fetcher.aclose()
-            if self._client is not None:
-                await self._client.close()
+            keeper = self._keeper
+            if keeper is not None and not keeper.done():
+                keeper.cancel()
+                await asyncio.gather(keeper, return_exceptions=True)
+            await self._release()
         finally:
-            try:
-                if self._session is not None:
-                    await self._session.close()
-            finally:
-                if self._close_credential:
-                    await self._credential.close()
+            if self._close_credential:
+                await self._credential.close()
+
+    async def _release(self) -> None:
+        """Close what is bound to the current event loop: fetcher, client, session. Idempotent."""
+        fetcher, client, session = self._fetcher, self._client, self._session
+        self._fetcher = self._client = self._session = None
+        try:
+            if fetcher is not None:
+                await fetcher.aclose()
+            if client is not None:
+                await client.close()
+        finally:
+            if session is not None:
+                await session.close()
+
+    async def _keep(self) -> None:
+        """Lives as long as this loop's resources; cancelled by ``aclose()`` or by the loop's
+        shutdown (``asyncio.run`` cancels every task before closing its loop), it then closes
+        them, so a ``KeyVault`` used by one ``asyncio.run`` after another leaks nothing."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self._release()
 
     @property
     def closed(self) -> bool:
@@ -215,7 +239,16 @@ class KeyVault:
     def _open(self) -> SecretFetcher:
         if self._closed:
             raise ClosedError(f"{self!r} is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and self._loop is not loop and self._fetcher is not None:
+            # The other loop is still alive (another thread, or not shut down by asyncio.run):
+            # its session can be neither used nor closed from here.
+            raise ConfigurationError(
+                f"{self!r} is in use by another event loop; use one KeyVault per event loop "
+                "(or close it with aclose() in the loop that used it)"
+            )
         if self._fetcher is None:
+            self._loop = loop
             self._session = build_session(
                 self._ssl_context, limit=self._max_concurrency, trust_env=self._trust_env
             )
@@ -231,13 +264,14 @@ class KeyVault:
             self._fetcher = SecretFetcher(
                 self._client,
                 vault_url=self._vault_url,
-                cache=SecretCache(self._ttl),
+                cache=self._cache,
                 max_concurrency=self._max_concurrency,
                 startup_timeout=self._startup_timeout,
                 request_timeout=self._request_timeout,
                 retry=self.retry_policy,
                 token_ready=credential.token_ready,
             )
+            self._keeper = loop.create_task(self._keep(), name=f"kvconfig-{self!r}")
         return self._fetcher
 
     # -- loading ----------------------------------------------------------------------------
@@ -342,14 +376,22 @@ class KeyVault:
         return built
 
     async def _load(
-        self, settings_cls: type[SettingsT], plan: SettingsPlan, init_kwargs: dict[str, Any]
+        self,
+        settings_cls: type[SettingsT],
+        plan: SettingsPlan,
+        init_kwargs: dict[str, Any],
+        *,
+        not_yet_valid: str = "ignore",
     ) -> tuple[SettingsT, FetchResult, SettingsPlan]:
         """The one load path (``load()`` and entering ``watch()``): drop what a higher-priority
-        source supplies, fetch, log, build. Returns the plan actually fetched too."""
+        source supplies, fetch, apply the ``not_yet_valid`` policy, log, build. Returns the
+        plan actually fetched too."""
         started = time.perf_counter()
         plan = needed_plan(settings_cls, plan, init_kwargs)
         fetcher = self._open()
         result = await fetcher.fetch(plan.refs)
+        if not_yet_valid == "ignore":
+            result = await self._valid_now(plan, result)
         log_load(settings_cls, plan, result, started, vault_url=self._vault_url)
         try:
             return self._build(settings_cls, plan, result.secrets, init_kwargs), result, plan
@@ -357,6 +399,78 @@ class KeyVault:
             # Never serve this failure back: a secret created to fix it must be read next time.
             fetcher.forget_absent(plan.refs)
             raise
+
+    async def _valid_now(self, plan: SettingsPlan, result: FetchResult) -> FetchResult:
+        """Replace a latest version that is not valid yet (``not_before`` in the future; Key
+        Vault serves it anyway) by the newest enabled version valid now, so a replica starting
+        during a staged rotation agrees with the running watchers (``not_yet_valid="ignore"``).
+
+        Costs a list of that secret's versions plus a GET of the chosen one, only in this case.
+        No valid older version: the latest is kept (``log_load`` warns about it).
+        """
+        now = datetime.now(UTC)
+        pending = [
+            ref
+            for ref in dict.fromkeys(plan.refs)
+            if ref.version is None
+            and (secret := result.secrets.get(ref.key)) is not None
+            and secret.found
+            and secret.is_not_yet_valid(now)
+        ]
+        if not pending:
+            return result
+        fetcher = self._open()
+        client = self._client
+        assert client is not None
+        secrets = dict(result.secrets)
+        requests = result.requests
+        for ref in pending:
+            latest = secrets[ref.key]
+            chosen: tuple[datetime, str] | None = None
+            requests += 1  # one page (25 versions); more versions cost more pages
+            try:
+                async for props in client.list_properties_of_secret_versions(ref.name):
+                    if not props.enabled or props.version is None:
+                        continue
+                    if props.not_before is not None and props.not_before > now:
+                        continue
+                    if props.expires_on is not None and props.expires_on <= now:
+                        continue
+                    stamp = props.created_on or props.updated_on or now
+                    if chosen is None or stamp > chosen[0]:
+                        chosen = (stamp, props.version)
+            except Exception as exc:
+                logger.warning(
+                    "could not list the versions of secret %s in %s (%s); using its latest "
+                    "version although it is not valid before %s",
+                    ref.name,
+                    self._vault_url,
+                    type(exc).__name__,
+                    latest.not_before,
+                )
+                continue
+            if chosen is None or chosen[1] == latest.version:
+                continue
+            older = await fetcher.fetch([SecretRef(ref.name, chosen[1])])
+            requests += older.requests
+            found = older.secrets[(ref.name.lower(), chosen[1])]
+            if found.found:
+                logger.warning(
+                    "secret %s in %s: the latest version %s is not valid before %s; using "
+                    "version %s, the newest valid now (not_yet_valid='ignore')",
+                    ref.name,
+                    self._vault_url,
+                    latest.version,
+                    latest.not_before,
+                    found.version,
+                )
+                secrets[ref.key] = found
+        return FetchResult(
+            secrets=secrets,
+            requests=requests,
+            cache_hits=result.cache_hits,
+            joined=result.joined,
+        )
 
 
 class VaultLink:
@@ -401,11 +515,17 @@ class VaultLink:
         return client
 
     async def load(
-        self, settings_cls: type[SettingsT], plan: SettingsPlan, init_kwargs: dict[str, Any]
+        self,
+        settings_cls: type[SettingsT],
+        plan: SettingsPlan,
+        init_kwargs: dict[str, Any],
+        *,
+        not_yet_valid: str = "ignore",
     ) -> tuple[SettingsT, FetchResult, SettingsPlan]:
-        """Exactly what :meth:`KeyVault.load` does, plus the fetch result and the plan fetched
-        (without the secrets a higher-priority source supplies)."""
-        return await self._vault._load(settings_cls, plan, init_kwargs)
+        """Exactly what :meth:`KeyVault.load` does (with the watcher's ``not_yet_valid``
+        policy), plus the fetch result and the plan fetched (without the secrets a
+        higher-priority source supplies)."""
+        return await self._vault._load(settings_cls, plan, init_kwargs, not_yet_valid=not_yet_valid)
 
     def build(
         self,

@@ -196,7 +196,9 @@ class LiveSettings(Generic[SettingsT]):
             raise ClosedError(f"{self!r} can be entered only once")
         vault = self._vault
         plan = self._plan
-        self.current, result, plan = await vault.load(self._settings_cls, plan, self._init_kwargs)
+        self.current, result, plan = await vault.load(
+            self._settings_cls, plan, self._init_kwargs, not_yet_valid=self._not_yet_valid
+        )
         self._plan = plan  # what a higher-priority source supplies is never tracked
         fetcher = vault.fetcher()
         self._detector = ChangeDetector(
