@@ -56,8 +56,8 @@ from kvconfig._names import (
 from kvconfig._retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from kvconfig._changes import NotYetValid, OnMissing
-    from kvconfig._watch import ChangeCallback, LiveSettings
+    from kvconfig._refresh._detect import NotYetValid, OnMissing
+    from kvconfig._refresh._watch import ChangeCallback, LiveSettings
 
 __all__ = ["KeyVault"]
 
@@ -344,10 +344,10 @@ class KeyVault:
             on_change_timeout: Seconds an ``on_change`` call may run; a longer one is cancelled
                 and logged, and the next event is delivered.
             clock_skew: Seconds this host's clock may differ from the vault's (see
-                :mod:`kvconfig._changes` on one-second ``updated`` times).
+                :mod:`kvconfig._refresh._detect` on one-second ``updated`` times).
             **init_kwargs: As for :meth:`load`.
         """
-        from kvconfig._watch import LiveSettings
+        from kvconfig._refresh._watch import LiveSettings
 
         return LiveSettings(
             VaultLink(self),

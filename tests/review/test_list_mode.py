@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-import kvconfig._changes
+import kvconfig._refresh._detect
 from kvconfig import ClosedError, MalformedResponseError, VaultAuthenticationError
 from kvconfig.emulator import KeyVaultEmulator
 from tests.conftest import VaultFactory
@@ -64,7 +64,7 @@ async def test_forbidden_list_is_tried_again_later(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     keyvault_emulator.seed(SEED)
-    monkeypatch.setattr(kvconfig._changes, "LIST_RETRY_AFTER_FORBIDDEN", 0.0)
+    monkeypatch.setattr(kvconfig._refresh._detect, "LIST_RETRY_AFTER_FORBIDDEN", 0.0)
     async with make_vault() as vault, vault.watch(AppSettings, interval=60) as live:
         keyvault_emulator.faults.fail_next(1, status=403)
         await live.refresh()  # the 403 switches this refresh to GETs

@@ -4,7 +4,7 @@ Created by :meth:`kvconfig.KeyVault.watch`, which hands it a :class:`~kvconfig._
 the narrow contract (fetcher, client, the one load path, build, closed) it drives the vault
 through. The refresh path is the load path: the same fetcher (retries, cache, single-flight),
 the same plan and the same build and validation; change detection is in
-:mod:`kvconfig._changes`. Every publish goes through :meth:`LiveSettings._apply` (validate the
+`kvconfig._refresh._detect`. Every publish goes through :meth:`LiveSettings._apply` (validate the
 complete new Settings, then swap): the poll path and :meth:`LiveSettings._refresh_names` (re-read
 a given set of secrets) both end there.
 
@@ -37,14 +37,6 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from pydantic_settings import BaseSettings
 
-from kvconfig._changes import (
-    ChangeDetector,
-    ChangeEvent,
-    NotYetValid,
-    OnMissing,
-    SecretChange,
-    changed_fields,
-)
 from kvconfig._errors import (
     ClosedError,
     ConfigurationError,
@@ -52,10 +44,12 @@ from kvconfig._errors import (
     SettingsValidationError,
     VaultUnavailableError,
 )
-from kvconfig._health import Health
+from kvconfig._refresh._detect import ChangeDetector, NotYetValid, OnMissing
+from kvconfig._refresh._events import ChangeEvent, SecretChange, changed_fields
+from kvconfig._refresh._health import Health
 
 if TYPE_CHECKING:
-    from kvconfig._changes import Detection
+    from kvconfig._refresh._detect import Detection
     from kvconfig._vault import VaultLink
 
 __all__ = ["ChangeCallback", "ChangeStream", "LiveSettings"]

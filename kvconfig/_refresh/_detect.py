@@ -33,91 +33,42 @@ keeps its last-known-good value (``on_missing="keep"``) or falls back to other s
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple, cast
+from typing import Literal
 
-from azure.core.exceptions import AzureError, DecodeError, HttpResponseError
-from azure.core.rest import HttpRequest
 from azure.keyvault.secrets.aio import SecretClient
-from pydantic import BaseModel
 
-from kvconfig._errors import (
-    ClosedError,
-    MalformedResponseError,
-    VaultError,
-    VaultUnavailableError,
-)
 from kvconfig._fetch import SecretFetcher
 from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._names import SecretRef, SettingsPlan
-from kvconfig._translate import MALFORMED, Outcome, classify
+from kvconfig._refresh._events import SecretChange
+from kvconfig._refresh._listing import (
+    PAGE_SIZE,
+    Listed,
+    ListForbidden,
+    list_secrets,
+)
 
 __all__ = [
-    "PAGE_SIZE",
+    "LIST_RETRY_AFTER_FORBIDDEN",
     "ChangeDetector",
-    "ChangeEvent",
     "Detection",
     "NotYetValid",
     "OnMissing",
     "Proposal",
-    "RefreshUnavailableError",
-    "SecretChange",
-    "changed_fields",
 ]
 
 logger = logging.getLogger("kvconfig")
 
-PAGE_SIZE = 25  # Key Vault's default (and largest) list page
 LIST_RETRY_AFTER_FORBIDDEN = 3600.0  # seconds in GET mode after a 403 on the list
 OnMissing = Literal["keep", "default"]
 NotYetValid = Literal["ignore", "accept"]
 Key = tuple[str, str | None]
-
-
-@dataclass(frozen=True, slots=True)
-class SecretChange:
-    """One secret whose version in use changed. Versions and times only, never a value.
-
-    ``old_version``/``new_version`` is ``None`` when the secret was missing or disabled.
-    """
-
-    name: str
-    old_version: str | None
-    new_version: str | None
-    old_updated: datetime | None
-    new_updated: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeEvent:
-    """What one published generation of live settings changed. Never holds a value.
-
-    Attributes:
-        generation: The generation now in ``live.current`` (the initial load is 0).
-        fields: Dotted paths of the fields whose value changed, e.g. ``"database.password"``.
-        secrets: The secrets whose version in use changed.
-        time: When it was published (UTC).
-    """
-
-    generation: int
-    fields: tuple[str, ...]
-    secrets: tuple[SecretChange, ...]
-    time: datetime
-
-
-class RefreshUnavailableError(VaultUnavailableError):
-    """Listing the vault kept failing transiently; ``retry_after`` is the server's hint, if any."""
-
-
-class _Listed(NamedTuple):
-    updated: datetime | None
-    enabled: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +226,7 @@ class ChangeDetector:
         return Detection(observed, observed_at, requests, "get")
 
     def _compare(
-        self, listing: Mapping[str, _Listed], observed: dict[Key, FetchedSecret]
+        self, listing: Mapping[str, Listed], observed: dict[Key, FetchedSecret]
     ) -> list[SecretRef]:
         """Synthesise missing/disabled observations from the list; return what must be read."""
         to_get: list[SecretRef] = []
@@ -305,93 +256,21 @@ class ChangeDetector:
             return False
         return state.seen_at >= updated.timestamp() + 1.0 + self._clock_skew
 
-    async def _list(self, deadline: float) -> tuple[dict[str, _Listed] | None, int]:
-        """One list pass: lower-cased name -> (updated, enabled), and the requests it took.
-
-        Pages are read with ``SecretClient.send_request`` (same pipeline, authentication and
-        transport as every other call) and parsed as plain JSON: the SDK's per-item model
-        deserialisation would cost several times the CPU of the request itself, and only
-        ``id``, ``attributes.updated`` and ``attributes.enabled`` are needed. Transient failures
-        are retried (resuming at the failed page) with the fetcher's backoff until ``deadline``.
-        Returns ``None`` as the listing when listing is forbidden (403).
-        """
-        listing: dict[str, _Listed] = {}
-        requests = 0
-        attempt = 0
-        started = time.monotonic()
-        policy = self._fetcher.retry
-        url: str | None = "/secrets"  # the service's default page size (25)
-        while url is not None:
-            requests += 1
-            failure: BaseException | None = None
-            page: object = None
-            try:
-                # Unlike a load's GETs, a page in progress is not cut at the deadline: a pass
-                # resumes at the failed page, and an interval shorter than one round trip
-                # must not make every refresh fail. Retries stop at the deadline.
-                response = await self._client.send_request(
-                    HttpRequest("GET", url),
-                    connection_timeout=self._request_timeout,
-                    read_timeout=self._request_timeout,
-                )
-                if response.status_code != 200:
-                    raise HttpResponseError(response=response)
-                page = response.json()
-                if not isinstance(page, dict):
-                    raise DecodeError("list page is not a JSON object")
-            except (AzureError, TimeoutError, ValueError, RuntimeError) as exc:
-                if isinstance(exc, ValueError) and not isinstance(exc, AzureError):
-                    failure = DecodeError("list page is not JSON")
-                else:
-                    failure = exc
-            if failure is not None:
-                if self._fetcher.closed:
-                    # aiohttp's "Session is closed" or a cancelled pass: the vault was closed.
-                    raise ClosedError(f"KeyVault({self._vault_url!r}) was closed during a refresh")
-                if isinstance(failure, RuntimeError):
-                    raise failure
-                verdict = classify(failure, vault_url=self._vault_url, secret_name="*")
-                status = getattr(failure, "status_code", None)
-                del failure  # never chained: it can hold the response body
-                if verdict is None:
-                    raise VaultError(
-                        f"listing the secrets of vault {self._vault_url} failed",
-                        vault_url=self._vault_url,
-                    )
-                if verdict.outcome is not Outcome.TRANSIENT:
-                    if status == 403:
-                        self._forbid(verdict.reason)
-                        return None, requests
-                    if verdict.error is not None:
-                        error = verdict.error
-                        error.secret_name = None
-                        error.args = (
-                            f"listing the secrets of vault {self._vault_url} failed: {error}",
-                        )
-                        raise error
-                    raise VaultError(
-                        f"listing the secrets of vault {self._vault_url} failed ({verdict.reason})",
-                        vault_url=self._vault_url,
-                        status=status,
-                    )
-                attempt += 1
-                delay = policy.delay(attempt, verdict.retry_after)
-                if time.monotonic() + delay >= deadline:
-                    malformed = verdict.reason.startswith(MALFORMED)
-                    cls = MalformedResponseError if malformed else RefreshUnavailableError
-                    raise cls(
-                        f"listing the secrets of vault {self._vault_url} failed for "
-                        f"{time.monotonic() - started:.1f}s: {verdict.reason}",
-                        vault_url=self._vault_url,
-                        retry_after=verdict.retry_after,
-                    )
-                logger.debug(
-                    "list of %s: %s, retrying in %.3fs", self._vault_url, verdict.reason, delay
-                )
-                await asyncio.sleep(delay)
-                continue
-            attempt = 0
-            url = _read_page(cast(dict[str, Any], page), listing)
+    async def _list(self, deadline: float) -> tuple[dict[str, Listed] | None, int]:
+        """One list pass (see :func:`kvconfig._refresh._listing.list_secrets`); ``None`` as the
+        listing when listing is forbidden (403), which switches to GET mode for a while."""
+        try:
+            listing, requests = await list_secrets(
+                self._client,
+                vault_url=self._vault_url,
+                retry=self._fetcher.retry,
+                request_timeout=self._request_timeout,
+                deadline=deadline,
+                closed=lambda: self._fetcher.closed,
+            )
+        except ListForbidden as forbidden:
+            self._forbid(forbidden.reason)
+            return None, forbidden.requests
         self.vault_size = len(listing)
         return listing, requests
 
@@ -517,36 +396,3 @@ class ChangeDetector:
         if marker not in self._warned:
             self._warned.add(marker)
             logger.warning(message, *args)
-
-
-def _read_page(page: dict[str, Any], listing: dict[str, _Listed]) -> str | None:
-    """Add a ``SecretListResult`` page's items to ``listing``; return its ``nextLink``."""
-    for item in page.get("value") or ():
-        secret_id = item.get("id") if isinstance(item, dict) else None
-        if not isinstance(secret_id, str):
-            continue
-        name = secret_id.rstrip("/").rsplit("/", 1)[-1].lower()  # list ids carry no version
-        attributes = item.get("attributes") or {}
-        updated = attributes.get("updated")
-        listing[name] = _Listed(
-            datetime.fromtimestamp(updated, UTC) if isinstance(updated, int | float) else None,
-            attributes.get("enabled") is not False,
-        )
-    next_link = page.get("nextLink")
-    return next_link if isinstance(next_link, str) and next_link else None
-
-
-def changed_fields(old: BaseModel, new: BaseModel) -> tuple[str, ...]:
-    """Dotted paths of the fields whose values differ, descending into nested models."""
-    return tuple(_diff(old, new, ()))
-
-
-def _diff(old: BaseModel, new: BaseModel, prefix: tuple[str, ...]) -> Iterable[str]:
-    for name in type(new).model_fields:
-        a = getattr(old, name, None)
-        b = getattr(new, name, None)
-        path = (*prefix, name)
-        if isinstance(a, BaseModel) and isinstance(b, BaseModel) and type(a) is type(b):
-            yield from _diff(a, b, path)
-        elif a != b:
-            yield ".".join(path)
