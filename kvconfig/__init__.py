@@ -11,13 +11,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kvconfig._changes import ChangeEvent, SecretChange
     from kvconfig._dropin import AzureKeyVaultSettingsSource
     from kvconfig._errors import (
         ClosedError,
         ConfigurationError,
         InvalidSecretNameError,
         KvConfigError,
+        MalformedResponseError,
         MissingSettingError,
         SecretNameCollisionError,
         SettingsValidationError,
@@ -26,14 +26,15 @@ if TYPE_CHECKING:
         VaultPermissionError,
         VaultUnavailableError,
     )
-    from kvconfig._fetch import FetchedSecret, SecretStatus
-    from kvconfig._health import Health
+    from kvconfig._model import FetchedSecret, SecretStatus
     from kvconfig._names import PlannedSecret, SettingsPlan
+    from kvconfig._refresh._events import ChangeEvent, SecretChange
+    from kvconfig._refresh._health import Health
+    from kvconfig._refresh._watch import ChangeStream, LiveSettings
     from kvconfig._secret import Secret
     from kvconfig._source import KeyVaultSettingsSource
     from kvconfig._sync import SyncKeyVault, SyncLiveSettings
     from kvconfig._vault import KeyVault
-    from kvconfig._watch import ChangeStream, LiveSettings
 
 __all__ = [
     "AzureKeyVaultSettingsSource",
@@ -48,6 +49,7 @@ __all__ = [
     "KeyVaultSettingsSource",
     "KvConfigError",
     "LiveSettings",
+    "MalformedResponseError",
     "MissingSettingError",
     "PlannedSecret",
     "Secret",
@@ -68,23 +70,24 @@ __all__ = [
 # type checkers; tests/core/test_exports.py checks the two agree).
 _WHERE: dict[str, str] = {
     "AzureKeyVaultSettingsSource": "kvconfig._dropin",
-    "ChangeEvent": "kvconfig._changes",
-    "ChangeStream": "kvconfig._watch",
+    "ChangeEvent": "kvconfig._refresh._events",
+    "ChangeStream": "kvconfig._refresh._watch",
     "ClosedError": "kvconfig._errors",
     "ConfigurationError": "kvconfig._errors",
-    "FetchedSecret": "kvconfig._fetch",
-    "Health": "kvconfig._health",
+    "FetchedSecret": "kvconfig._model",
+    "Health": "kvconfig._refresh._health",
     "InvalidSecretNameError": "kvconfig._errors",
     "KeyVault": "kvconfig._vault",
     "KeyVaultSettingsSource": "kvconfig._source",
     "KvConfigError": "kvconfig._errors",
-    "LiveSettings": "kvconfig._watch",
+    "LiveSettings": "kvconfig._refresh._watch",
+    "MalformedResponseError": "kvconfig._errors",
     "MissingSettingError": "kvconfig._errors",
     "PlannedSecret": "kvconfig._names",
     "Secret": "kvconfig._secret",
-    "SecretChange": "kvconfig._changes",
+    "SecretChange": "kvconfig._refresh._events",
     "SecretNameCollisionError": "kvconfig._errors",
-    "SecretStatus": "kvconfig._fetch",
+    "SecretStatus": "kvconfig._model",
     "SettingsPlan": "kvconfig._names",
     "SettingsValidationError": "kvconfig._errors",
     "SyncKeyVault": "kvconfig._sync",

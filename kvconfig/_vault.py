@@ -1,27 +1,33 @@
 """``KeyVault``: one vault, one client, one session; loads Settings classes from it.
 
-Internals (for code building on this module, e.g. refresh):
+Internals (for code building on this module, e.g. refresh, the drop-in source):
 
-- ``KeyVault._fetcher`` (:class:`kvconfig._fetch.SecretFetcher`) owns the client calls, the retry
-  policy, priming, single-flight and the :class:`~kvconfig._fetch.SecretCache`
-  (``KeyVault._fetcher.cache``). ``await fetcher.fetch(refs, max_age=0)`` re-reads bypassing the
-  cache; results are :class:`~kvconfig._fetch.FetchedSecret` keyed by ``SecretRef.key``.
+- :class:`VaultLink` is the contract a refresher drives a vault through: ``fetcher()``,
+  ``client()``, ``load()`` (the one load path), ``build()``, ``closed``. ``LiveSettings`` uses
+  nothing else.
+- ``KeyVault._open()`` returns the :class:`kvconfig._fetch.SecretFetcher`, which owns the client
+  calls, priming, single-flight and the :class:`~kvconfig._cache.SecretCache`
+  (``fetcher.cache``). ``await fetcher.fetch(refs, max_age=0)`` re-reads bypassing the cache;
+  results are :class:`~kvconfig._model.FetchedSecret` keyed by ``SecretRef.key``. Retries
+  follow :class:`kvconfig._retry.RetryPolicy` (``KeyVault.retry_policy``).
 - :func:`kvconfig._names.plan_settings` maps a Settings class to its
-  :class:`~kvconfig._names.SettingsPlan` (cached); ``plan.refs`` is what to fetch.
-- :meth:`KeyVault._build` turns a plan plus fetched secrets into a validated Settings instance
-  (pydantic-settings precedence, kvconfig errors); it does no I/O.
+  :class:`~kvconfig._names.SettingsPlan` (cached); :func:`kvconfig._build.needed_plan` drops
+  what a higher-priority source supplies; ``plan.refs`` is what to fetch.
+- :func:`kvconfig._build.build_settings` turns a plan plus fetched secrets into a validated
+  Settings instance (pydantic-settings precedence, kvconfig errors); it does no I/O.
 - Everything is created lazily on first use inside the running loop (``_open()``), so a
-  ``KeyVault`` can be constructed anywhere.
+  ``KeyVault`` can be constructed anywhere; when that loop shuts down, its session is closed and
+  the next loop gets new ones (the cache is kept).
 """
 
 from __future__ import annotations
 
-import inspect
+import asyncio
 import logging
 import ssl
 import time
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from os import PathLike
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -30,11 +36,10 @@ import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import AzureError
 from azure.keyvault.secrets.aio import SecretClient
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SecretsSettingsSource
-from pydantic_settings.exceptions import SettingsError
-from pydantic_settings.sources import DefaultSettingsSource
+from pydantic_settings import BaseSettings
 
+from kvconfig._build import build_settings, log_load, needed_plan
+from kvconfig._cache import SecretCache
 from kvconfig._client import (
     build_secret_client,
     build_session,
@@ -45,39 +50,32 @@ from kvconfig._client import (
 from kvconfig._errors import (
     ClosedError,
     ConfigurationError,
-    MissingSettingError,
     SettingsValidationError,
     VaultError,
     VaultUnavailableError,
 )
-from kvconfig._fetch import FetchedSecret, FetchResult, SecretCache, SecretFetcher, SecretStatus
+from kvconfig._fetch import SecretFetcher
+from kvconfig._model import FetchedSecret, FetchResult
 from kvconfig._names import (
     SecretRef,
     SettingsPlan,
     is_valid_secret_name,
     plan_settings,
 )
-from kvconfig._redact import safe_errors
-from kvconfig._source import KeyVaultSettingsSource
+from kvconfig._retry import RetryPolicy
 from kvconfig._telemetry import telemetry
 from kvconfig._translate import classify
 
 if TYPE_CHECKING:
-    from kvconfig._changes import NotYetValid, OnMissing
-    from kvconfig._watch import ChangeCallback, LiveSettings
+    from kvconfig._refresh._detect import NotYetValid, OnMissing
+    from kvconfig._refresh._watch import ChangeCallback, LiveSettings
 
 __all__ = ["KeyVault"]
 
 logger = logging.getLogger("kvconfig")
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
-
-# The underscore options of BaseSettings.__init__ that configure the built-in sources.
-_SOURCE_OPTIONS = frozenset(
-    name
-    for name in inspect.signature(BaseSettings._settings_init_sources).parameters
-    if name.startswith("_") and name != "_init_kwargs"
-)
+Key = tuple[str, str | None]
 
 
 def _seconds(value: float | timedelta, name: str) -> float:
@@ -111,7 +109,8 @@ class KeyVault:
             :class:`~kvconfig.VaultUnavailableError`.
         request_timeout: Connect and read timeout of one request, in seconds.
         retry_backoff: First backoff ceiling (doubles per attempt, full jitter, capped by
-            ``retry_backoff_max``); a ``Retry-After`` from the vault takes precedence.
+            ``retry_backoff_max``); a ``Retry-After`` from the vault lengthens a wait, never
+            shortens it.
         retry_backoff_max: Largest backoff ceiling.
         close_credential: Close ``credential`` on :meth:`aclose` (``False`` to keep a shared one).
         trust_env: Honour proxy environment variables and ``.netrc`` (costs ~1 ms CPU per
@@ -167,6 +166,9 @@ class KeyVault:
         self._session: aiohttp.ClientSession | None = None
         self._client: SecretClient | None = None
         self._fetcher: SecretFetcher | None = None
+        self._cache = SecretCache(self._ttl)  # survives a change of event loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._keeper: asyncio.Task[None] | None = None
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -192,17 +194,36 @@ class KeyVault:
             return
         self._closed = True
         try:
-            if self._fetcher is not None:
-                await self._fetcher.aclose()
-            if self._client is not None:
-                await self._client.close()
+            keeper = self._keeper
+            if keeper is not None and not keeper.done():
+                keeper.cancel()
+                await asyncio.gather(keeper, return_exceptions=True)
+            await self._release()
         finally:
-            try:
-                if self._session is not None:
-                    await self._session.close()
-            finally:
-                if self._close_credential:
-                    await self._credential.close()
+            if self._close_credential:
+                await self._credential.close()
+
+    async def _release(self) -> None:
+        """Close what is bound to the current event loop: fetcher, client, session. Idempotent."""
+        fetcher, client, session = self._fetcher, self._client, self._session
+        self._fetcher = self._client = self._session = None
+        try:
+            if fetcher is not None:
+                await fetcher.aclose()
+            if client is not None:
+                await client.close()
+        finally:
+            if session is not None:
+                await session.close()
+
+    async def _keep(self) -> None:
+        """Lives as long as this loop's resources; cancelled by ``aclose()`` or by the loop's
+        shutdown (``asyncio.run`` cancels every task before closing its loop), it then closes
+        them, so a ``KeyVault`` used by one ``asyncio.run`` after another leaks nothing."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self._release()
 
     @property
     def closed(self) -> bool:
@@ -215,6 +236,11 @@ class KeyVault:
         return self._vault_url
 
     @property
+    def retry_policy(self) -> RetryPolicy:
+        """The backoff policy of every retry against this vault (GETs, list pages, refresh)."""
+        return RetryPolicy(self._retry_backoff, self._retry_backoff_max)
+
+    @property
     def prefix(self) -> str:
         """The prefix of field-derived secret names."""
         return self._prefix
@@ -225,7 +251,16 @@ class KeyVault:
     def _open(self) -> SecretFetcher:
         if self._closed:
             raise ClosedError(f"{self!r} is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and self._loop is not loop and self._fetcher is not None:
+            # The other loop is still alive (another thread, or not shut down by asyncio.run):
+            # its session can be neither used nor closed from here.
+            raise ConfigurationError(
+                f"{self!r} is in use by another event loop; use one KeyVault per event loop "
+                "(or close it with aclose() in the loop that used it)"
+            )
         if self._fetcher is None:
+            self._loop = loop
             self._session = build_session(
                 self._ssl_context, limit=self._max_concurrency, trust_env=self._trust_env
             )
@@ -241,14 +276,14 @@ class KeyVault:
             self._fetcher = SecretFetcher(
                 self._client,
                 vault_url=self._vault_url,
-                cache=SecretCache(self._ttl),
+                cache=self._cache,
                 max_concurrency=self._max_concurrency,
                 startup_timeout=self._startup_timeout,
                 request_timeout=self._request_timeout,
-                retry_backoff=self._retry_backoff,
-                retry_backoff_max=self._retry_backoff_max,
+                retry=self.retry_policy,
                 token_ready=credential.token_ready,
             )
+            self._keeper = loop.create_task(self._keep(), name=f"kvconfig-{self!r}")
         return self._fetcher
 
     # -- loading ----------------------------------------------------------------------------
@@ -272,15 +307,8 @@ class KeyVault:
             VaultUnavailableError: Transient failures outlasted ``startup_timeout``.
             ClosedError: The vault was closed.
         """
-        started = time.perf_counter()
-        plan = self.plan(settings_cls)
-        names = [ref.name for ref in plan.refs]  # telemetry hook (span kvconfig.load)
-        with telemetry.load(settings_cls.__name__, self.vault_url, names) as span:
-            fetcher = self._open()
-            result = await fetcher.fetch(plan.refs)
-            span.requests = result.requests  # telemetry hook
-            self._log_load(settings_cls, plan, result, started)
-            return self._build(settings_cls, plan, result.secrets, init_kwargs)
+        settings, _, _ = await self._load(settings_cls, self.plan(settings_cls), init_kwargs)
+        return settings
 
     def watch(
         self,
@@ -293,6 +321,7 @@ class KeyVault:
         not_yet_valid: NotYetValid = "ignore",
         on_change: ChangeCallback | None = None,
         clock_skew: float | timedelta = 1.0,
+        on_change_timeout: float | timedelta = 30.0,
         **init_kwargs: Any,
     ) -> LiveSettings[SettingsT]:
         """Keep a ``settings_cls`` instance fresh: an async context manager.
@@ -321,15 +350,19 @@ class KeyVault:
             not_yet_valid: A new version whose ``not_before`` is in the future: ``"ignore"`` it
                 until then, or ``"accept"`` it at once.
             on_change: Called (and awaited, if async) with each :class:`~kvconfig.ChangeEvent`,
-                in order; its failures are logged. It must not await ``live.refresh()``.
+                in generation order, by a dispatcher task *after* the refresh published it
+                (``refresh()`` does not wait for it); its failures are logged. It may await
+                ``live.refresh()``.
+            on_change_timeout: Seconds an ``on_change`` call may run; a longer one is cancelled
+                and logged, and the next event is delivered.
             clock_skew: Seconds this host's clock may differ from the vault's (see
-                :mod:`kvconfig._changes` on one-second ``updated`` times).
+                :mod:`kvconfig._refresh._detect` on one-second ``updated`` times).
             **init_kwargs: As for :meth:`load`.
         """
-        from kvconfig._watch import LiveSettings
+        from kvconfig._refresh._watch import LiveSettings
 
         return LiveSettings(
-            self,
+            VaultLink(self),
             settings_cls,
             interval=interval,
             max_staleness=max_staleness,
@@ -338,6 +371,7 @@ class KeyVault:
             on_change=on_change,
             clock_skew=clock_skew,
             init_kwargs=init_kwargs,
+            on_change_timeout=on_change_timeout,
         )
 
     # -- contract for kvconfig._dropin (pydantic-settings' name rules) -------------------------
@@ -383,118 +417,175 @@ class KeyVault:
         init_kwargs: dict[str, Any],
     ) -> SettingsT:
         """Validate ``settings_cls`` from its usual sources plus the fetched secrets. No I/O."""
-        values = dict(init_kwargs)
-        # `_env_file=`, `_secrets_dir=`, ... configure the sources, as in `Settings(...)`.
-        options = {k: values.pop(k) for k in list(values) if k in _SOURCE_OPTIONS}
-        error: SettingsValidationError
-        try:
-            sources, kwargs = settings_cls._settings_init_sources(_init_kwargs=values, **options)
-            ours = [s for s in sources if isinstance(s, KeyVaultSettingsSource)]
-            if ours:
-                for source in ours:
-                    source._bind(plan, secrets)
-            else:
-                source = KeyVaultSettingsSource(settings_cls)
-                source._bind(plan, secrets)
-                sources = _insert_source(sources, source)
-            return settings_cls(_build_sources=(sources, kwargs))
-        except ValidationError as exc:
-            error = self._validation_error(settings_cls, plan, exc)
-        except SettingsError as exc:
-            # pydantic-settings' own parse errors name the field and source, never the value.
-            error = SettingsValidationError(str(exc))
-        # Raised outside the except blocks: `from None` only hides the original from tracebacks,
-        # and as __context__ it would still hold pydantic's error, which quotes the input.
-        raise error from None
-
-    def _validation_error(
-        self, settings_cls: type[BaseSettings], plan: SettingsPlan, exc: ValidationError
-    ) -> SettingsValidationError:
-        errors = safe_errors(exc)
-        lines: list[str] = []
-        missing_only = True
-        for error in errors:
-            loc = tuple(error["loc"])
-            where = ".".join(str(part) for part in loc) or settings_cls.__name__
-            if error["type"] == "missing":
-                names = ", ".join(repr(s.name) for s in plan.secrets_for_location(loc))
-                tried = f"secret(s) {names}" if names else "no secret (not mapped)"
-                lines.append(
-                    f"{where}: required, but no init argument, environment variable or dotenv "
-                    f"entry set it, and the vault {self._vault_url} had none of {tried}"
-                )
-            else:
-                missing_only = False
-                lines.append(f"{where}: {error['msg']}")
-        cls = MissingSettingError if missing_only else SettingsValidationError
-        count = len(errors)
-        message = (
-            f"{count} error{'s' if count != 1 else ''} loading {settings_cls.__name__} from "
-            f"{self._vault_url}:\n  " + "\n  ".join(lines)
+        built: SettingsT = build_settings(
+            settings_cls, plan, secrets, init_kwargs, vault_url=self._vault_url
         )
-        return cls(message, errors=[dict(e) for e in errors])
+        return built
 
-    def _log_load(
+    async def _load(
         self,
-        settings_cls: type[BaseSettings],
+        settings_cls: type[SettingsT],
         plan: SettingsPlan,
-        result: FetchResult,
-        started: float,
-    ) -> None:
-        counts = dict.fromkeys(SecretStatus, 0)
-        fields_by_key: dict[tuple[str, str | None], list[str]] = {}
-        for planned in plan.secrets:
-            fields_by_key.setdefault(planned.ref.key, []).append(planned.field)
-        for key, secret in result.secrets.items():
-            counts[secret.status] += 1
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "secret %s version %s: %s", secret.name, secret.version, secret.status.value
-                )
-            fields = ", ".join(fields_by_key.get(key, ()))
-            if secret.status is SecretStatus.DISABLED:
+        init_kwargs: dict[str, Any],
+        *,
+        not_yet_valid: str = "ignore",
+    ) -> tuple[SettingsT, FetchResult, SettingsPlan]:
+        """The one load path (``load()`` and entering ``watch()``): drop what a higher-priority
+        source supplies, fetch, apply the ``not_yet_valid`` policy, log, build. Returns the
+        plan actually fetched too."""
+        started = time.perf_counter()
+        plan = needed_plan(settings_cls, plan, init_kwargs)
+        names = [ref.name for ref in plan.refs]  # telemetry hook (span kvconfig.load)
+        with telemetry.load(settings_cls.__name__, self.vault_url, names) as span:
+            fetcher = self._open()
+            result = await fetcher.fetch(plan.refs)
+            if not_yet_valid == "ignore":
+                result = await self._valid_now(plan, result)
+            span.requests = result.requests  # telemetry hook
+            log_load(settings_cls, plan, result, started, vault_url=self._vault_url)
+            try:
+                return self._build(settings_cls, plan, result.secrets, init_kwargs), result, plan
+            except SettingsValidationError:
+                # Never serve this failure back: a secret created to fix it must be read next.
+                fetcher.forget_absent(plan.refs)
+                raise
+
+    async def _valid_now(self, plan: SettingsPlan, result: FetchResult) -> FetchResult:
+        """Replace a latest version that is not valid yet (``not_before`` in the future; Key
+        Vault serves it anyway) by the newest enabled version valid now, so a replica starting
+        during a staged rotation agrees with the running watchers (``not_yet_valid="ignore"``).
+
+        Costs a list of that secret's versions plus a GET of the chosen one, only in this case.
+        No valid older version: the latest is kept (``log_load`` warns about it).
+        """
+        now = datetime.now(UTC)
+        pending = [
+            ref
+            for ref in dict.fromkeys(plan.refs)
+            if ref.version is None
+            and (secret := result.secrets.get(ref.key)) is not None
+            and secret.found
+            and secret.is_not_yet_valid(now)
+        ]
+        if not pending:
+            return result
+        fetcher = self._open()
+        client = self._client
+        assert client is not None
+        secrets = dict(result.secrets)
+        requests = result.requests
+        for ref in pending:
+            latest = secrets[ref.key]
+            chosen: tuple[datetime, str] | None = None
+            requests += 1  # one page (25 versions); more versions cost more pages
+            try:
+                async for props in client.list_properties_of_secret_versions(ref.name):
+                    if not props.enabled or props.version is None:
+                        continue
+                    if props.not_before is not None and props.not_before > now:
+                        continue
+                    if props.expires_on is not None and props.expires_on <= now:
+                        continue
+                    stamp = props.created_on or props.updated_on or now
+                    if chosen is None or stamp > chosen[0]:
+                        chosen = (stamp, props.version)
+            except Exception as exc:
                 logger.warning(
-                    "secret %s in %s is disabled; treated as missing (field %s)",
-                    secret.name,
+                    "could not list the versions of secret %s in %s (%s); using its latest "
+                    "version although it is not valid before %s",
+                    ref.name,
                     self._vault_url,
-                    fields,
+                    type(exc).__name__,
+                    latest.not_before,
                 )
-            elif secret.found and secret.is_expired():
+                continue
+            if chosen is None or chosen[1] == latest.version:
+                continue
+            older = await fetcher.fetch([SecretRef(ref.name, chosen[1])])
+            requests += older.requests
+            found = older.secrets[(ref.name.lower(), chosen[1])]
+            if found.found:
                 logger.warning(
-                    "secret %s in %s expired on %s; Key Vault still serves it (field %s)",
-                    secret.name,
+                    "secret %s in %s: the latest version %s is not valid before %s; using "
+                    "version %s, the newest valid now (not_yet_valid='ignore')",
+                    ref.name,
                     self._vault_url,
-                    secret.expires_on,
-                    fields,
+                    latest.version,
+                    latest.not_before,
+                    found.version,
                 )
-            elif secret.found and secret.is_not_yet_valid():
-                logger.warning(
-                    "secret %s in %s is not valid before %s; Key Vault serves it anyway (field %s)",
-                    secret.name,
-                    self._vault_url,
-                    secret.not_before,
-                    fields,
-                )
-        logger.info(
-            "loaded %s from %s: %d secrets requested, %d found, %d missing, %d disabled, "
-            "%d requests, %.1f ms",
-            settings_cls.__name__,
-            self._vault_url,
-            len(result.secrets),
-            counts[SecretStatus.FOUND],
-            counts[SecretStatus.MISSING],
-            counts[SecretStatus.DISABLED],
-            result.requests,
-            (time.perf_counter() - started) * 1000,
+                secrets[ref.key] = found
+        return FetchResult(
+            secrets=secrets,
+            requests=requests,
+            cache_hits=result.cache_hits,
+            joined=result.joined,
         )
 
 
-def _insert_source(sources: tuple[Any, ...], source: KeyVaultSettingsSource) -> tuple[Any, ...]:
-    """Put the vault source right before file secrets, else right before the defaults."""
-    for index, existing in enumerate(sources):
-        if isinstance(existing, SecretsSettingsSource):
-            return (*sources[:index], source, *sources[index:])
-    for index, existing in enumerate(sources):
-        if isinstance(existing, DefaultSettingsSource):
-            return (*sources[:index], source, *sources[index:])
-    return (*sources, source)
+class VaultLink:
+    """The narrow contract :class:`~kvconfig.LiveSettings` (and any other refresher) drives a
+    :class:`KeyVault` through: fetch, build, the one load path, and whether it is closed. It
+    never needs a ``KeyVault`` private member."""
+
+    __slots__ = ("_vault",)
+
+    def __init__(self, vault: KeyVault) -> None:
+        self._vault = vault
+
+    @property
+    def vault_url(self) -> str:
+        return self._vault.vault_url
+
+    @property
+    def closed(self) -> bool:
+        return self._vault.closed
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._vault.retry_policy
+
+    @property
+    def request_timeout(self) -> float:
+        return self._vault._request_timeout
+
+    def plan(self, settings_cls: type[BaseSettings]) -> SettingsPlan:
+        """As :meth:`KeyVault.plan`."""
+        return self._vault.plan(settings_cls)
+
+    def fetcher(self) -> SecretFetcher:
+        """The vault's fetcher (opening the vault in this loop on first use)."""
+        return self._vault._open()
+
+    def client(self) -> SecretClient:
+        """The SDK client the fetcher uses (for list pages, sent through the same pipeline)."""
+        self._vault._open()
+        client = self._vault._client
+        assert client is not None
+        return client
+
+    async def load(
+        self,
+        settings_cls: type[SettingsT],
+        plan: SettingsPlan,
+        init_kwargs: dict[str, Any],
+        *,
+        not_yet_valid: str = "ignore",
+    ) -> tuple[SettingsT, FetchResult, SettingsPlan]:
+        """Exactly what :meth:`KeyVault.load` does (with the watcher's ``not_yet_valid``
+        policy), plus the fetch result and the plan fetched (without the secrets a
+        higher-priority source supplies)."""
+        return await self._vault._load(settings_cls, plan, init_kwargs, not_yet_valid=not_yet_valid)
+
+    def build(
+        self,
+        settings_cls: type[SettingsT],
+        plan: SettingsPlan,
+        secrets: Mapping[tuple[str, str | None], FetchedSecret],
+        init_kwargs: dict[str, Any],
+    ) -> SettingsT:
+        """Validate a complete new instance from ``secrets`` (no I/O)."""
+        return self._vault._build(settings_cls, plan, secrets, init_kwargs)
+
+    def __repr__(self) -> str:
+        return repr(self._vault)

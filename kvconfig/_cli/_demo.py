@@ -27,9 +27,9 @@ from typing import Any, TextIO
 from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic_settings import BaseSettings
 
-from kvconfig._changes import ChangeEvent
 from kvconfig._cli._main import UsageError
 from kvconfig._cli._render import MASK, Cell, Style, render_table, short_version
+from kvconfig._refresh._events import ChangeEvent
 from kvconfig._report import FieldReport, build_report
 from kvconfig._vault import KeyVault
 from kvconfig.emulator import KeyVaultEmulator

@@ -49,8 +49,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from kvconfig._errors import ClosedError
+from kvconfig._refresh._watch import LiveSettings
 from kvconfig._vault import KeyVault
-from kvconfig._watch import LiveSettings
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential

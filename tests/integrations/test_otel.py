@@ -153,7 +153,7 @@ def test_no_opentelemetry_import_when_the_application_does_not_use_it() -> None:
         "with telemetry.load('S', 'https://v', ['a']) as span:\n    span.requests = 1\n"
         "with telemetry.refresh('S', 'https://v', ['a']) as span:\n    pass\n"
         "telemetry.request('https://v', 'get', 'found')\n"
-        "import kvconfig._vault, kvconfig._watch\n"
+        "import kvconfig._vault, kvconfig._refresh._watch\n"
         "print(json.dumps([m for m in sys.modules if m.startswith('opentelemetry')]))\n"
     )
     out = subprocess.run(
