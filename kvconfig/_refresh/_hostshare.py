@@ -22,14 +22,14 @@ hashed into two file names, so several vaults or settings classes can share one 
   survives takeovers: a new leader continues the log it finds). Each write is atomic: temp file
   (0600, ``O_EXCL``), ``fsync``, ``rename``. The leader publishes after *every* detection pass,
   even an empty one, so the heartbeat shows it is alive.
-- **Followers**: :meth:`~HostShare.poll` ``lstat``\\ s the notice file; if inode, size and mtime
-  are unchanged it only checks the heartbeat's age, otherwise it reads and validates the file
-  and returns the (lower-cased) names of secrets with notices newer than the last one it saw.
-  No vault request. ``None`` means "I cannot vouch for what changed: run your own detection
-  this time"; it is returned (with one WARNING per episode, naming the path and the reason,
-  never a value) for: no notice yet, a stale heartbeat (older than ``stale_after``), a corrupt,
-  oversized, symlinked, foreign or non-private notice file, a new epoch, or a gap (the follower
-  fell behind the bounded log). Returning ``None`` resynchronises: the next poll reports
+- **Followers**: :meth:`~HostShare.poll` ``lstat``\\ s the notice file; if inode, size, mtime,
+  mode and owner are unchanged it only checks the heartbeat's age, otherwise it reads and
+  validates the file and returns the (lower-cased) names of secrets with notices newer than the
+  last one it saw. No vault request. ``None`` means "I cannot vouch for what changed: run your own
+  detection this time"; it is returned (with one WARNING per episode, naming the path and the
+  reason, never a value) for: no notice yet, a stale heartbeat (older than ``stale_after``), a
+  corrupt, oversized, symlinked, foreign or non-private notice file, a new epoch, or a gap (the
+  follower fell behind the bounded log). Returning ``None`` resynchronises: the next poll reports
   notices after the ones present now.
 
 Safety: the directory is created 0700 if missing. A directory that is a symlink, not ours
@@ -192,9 +192,10 @@ class HostShare:
         # follower state
         self._seen_epoch: str | None = None
         self._seen_seq = 0
-        self._stat_sig: tuple[int, int, int] | None = None
+        self._stat_sig: tuple[int, ...] | None = None
         self._heartbeat = 0.0
         self._warned: str | None = None
+        self._entered = 0.0
 
     def __repr__(self) -> str:
         return f"HostShare(path={str(self.path)!r}, key={self.key!r}, role={self._role!r})"
@@ -219,13 +220,14 @@ class HostShare:
     async def __aenter__(self) -> Self:
         if self._closed or self._dir_fd is not None:
             raise RuntimeError("a HostShare can be entered once")
+        self._entered = time.time()
         self._open()
         _live.add(self)
         if self._role == "follower":
             # Baseline: notices published from now on are reported by poll().
             with contextlib.suppress(_Invalid, OSError):
                 data = self._read()
-                if data is not None and self._fresh(data):
+                if data is not None:  # even if stale: a new leader continues this log
                     self._adopt(data)
             await self.try_lead()
         return self
@@ -325,23 +327,9 @@ class HostShare:
         except OSError as exc:
             logger.warning("shared_dir %s: locking failed (%s)", self.path, exc.strerror)
             return False
-        try:
-            same = os.stat(self._lock_name, dir_fd=self._dir_fd, follow_symlinks=False)
-            held = os.fstat(self._lock_fd)
-            replaced = (same.st_dev, same.st_ino) != (held.st_dev, held.st_ino)
-        except OSError:
-            replaced = True
-        if replaced:
-            # Someone replaced the lock file: our lock guards nothing. Reopen for the next try.
-            os.close(self._lock_fd)
-            self._lock_fd = None
-            with contextlib.suppress(OSError):
-                self._lock_fd = os.open(
-                    self._lock_name,
-                    os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    0o600,
-                    dir_fd=self._dir_fd,
-                )
+        if not self._lock_is_ours():
+            # The lock file was replaced: this lock guards nothing. Reopen for the next try.
+            self._reopen_lock()
             return False
         self._role = "leader"
         self._take_over()
@@ -374,6 +362,8 @@ class HostShare:
         """
         if self._role != "leader":
             return 0
+        if not self._still_locked():
+            return 0
         for change in changes:
             self._seq += 1
             self._log.append(Notice(self._seq, change.name, change.new_version, change.new_updated))
@@ -403,6 +393,46 @@ class HostShare:
                     exc.strerror,
                 )
         return self._seq
+
+    def _still_locked(self) -> bool:
+        """Whether our lock is on the file at the lock path; step down if it was replaced.
+
+        The lock file is never deleted by kvconfig, but a cleaner (``systemd-tmpfiles``,
+        ``tmpwatch``) may remove it; a process starting after that would lock a new file.
+        """
+        assert self._lock_fd is not None and self._dir_fd is not None
+        if self._lock_is_ours():
+            return True
+        logger.warning(
+            "shared_dir %s: the lock file was removed or replaced; this process stops being the "
+            "refresher",
+            self.path,
+        )
+        self._reopen_lock()
+        self._role = "follower"
+        return False
+
+    def _lock_is_ours(self) -> bool:
+        assert self._lock_fd is not None and self._dir_fd is not None
+        try:
+            at_path = os.stat(self._lock_name, dir_fd=self._dir_fd, follow_symlinks=False)
+            held = os.fstat(self._lock_fd)
+        except OSError:
+            return False
+        return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
+
+    def _reopen_lock(self) -> None:
+        assert self._dir_fd is not None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        with contextlib.suppress(OSError):
+            self._lock_fd = os.open(
+                self._lock_name,
+                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=self._dir_fd,
+            )
 
     def _write(self, dir_fd: int, body: bytes) -> None:
         tmp = f".{self._notice_name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
@@ -447,10 +477,10 @@ class HostShare:
         try:
             st = os.stat(self._notice_name, dir_fd=self._dir_fd, follow_symlinks=False)
         except FileNotFoundError:
-            return self._fallback("no change notice has been published yet")
+            return self._no_notice_yet()
         except OSError as exc:
             return self._fallback(f"the notice file cannot be read ({exc.strerror})")
-        sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+        sig = (st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode, st.st_uid)
         if sig == self._stat_sig:
             if not self._heartbeat_fresh(self._heartbeat):
                 return self._fallback("the refresher's heartbeat is stale")
@@ -465,7 +495,7 @@ class HostShare:
             self._stat_sig = None
             return self._fallback(f"the notice file cannot be read ({exc.strerror})")
         if data is None:
-            return self._fallback("no change notice has been published yet")
+            return self._no_notice_yet()
         self._stat_sig = sig
         self._heartbeat = data["heartbeat"]
         if not self._fresh(data):
@@ -490,6 +520,13 @@ class HostShare:
         self._adopt(data)
         self._recovered()
         return new
+
+    def _no_notice_yet(self) -> tuple[Notice, ...] | None:
+        # Right after start-up the leader may not have written yet: its first file starts a new
+        # log at sequence 1, which will be reported in full, so nothing is missed by waiting.
+        if self._seen_epoch is None and time.time() - self._entered <= self.stale_after:
+            return ()
+        return self._fallback("no change notice has been published yet")
 
     def _adopt(self, data: dict[str, Any]) -> None:
         self._seen_epoch = data["epoch"]
