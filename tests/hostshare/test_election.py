@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 from pathlib import Path
 
-from hostshare_helpers import StartWorkers, Worker, listing, modes
+from hostshare_helpers import HANG, StartWorkers, Worker, listing, modes
 
 
 async def roles(workers: list[Worker]) -> list[str]:
@@ -95,3 +97,54 @@ async def test_workers_leave_nothing_behind(start_workers: StartWorkers, tmp_pat
     # No lock is left held: a new process leads at once.
     (again,) = await start_workers(1)
     assert again.role() == "leader" or await again.status() == "leader"
+
+
+FORK_SCRIPT = """
+import asyncio, fcntl, os, signal, sys, time
+from kvconfig._refresh._hostshare import HostShare
+
+async def main(path, result):
+    async with HostShare(path, "k", interval=0.1) as share:
+        assert share.role == "leader"
+        r, w = os.pipe()
+        if os.fork() == 0:  # the child keeps running after its parent is killed
+            os.close(w)
+            ok = share.role == "solo"
+            os.read(r, 1)  # EOF once the parent is gone
+            fd = os.open(share.lock_path, os.O_RDWR)
+            verdict = "still-held"
+            for _ in range(200):  # the kernel releases a dead process's lock a moment after EOF
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    time.sleep(0.05)
+                    continue
+                verdict = "free" if ok else "not-solo"
+                break
+            with open(result + ".tmp", "w") as f:
+                f.write(verdict)
+            os.rename(result + ".tmp", result)
+            os._exit(0)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def read_result(path: Path) -> str | None:
+    return path.read_text() if path.exists() else None
+
+
+async def test_forked_child_does_not_keep_a_dead_leaders_lock(tmp_path: Path) -> None:
+    """fork() without exec: the child drops its copy of the lock, so the parent's death frees it."""
+    result = tmp_path / "result"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-W", "error", "-c", FORK_SCRIPT, str(tmp_path / "shared"), str(result)
+    )
+    assert await asyncio.wait_for(proc.wait(), HANG) == -signal.SIGKILL
+    verdict = None
+    async with asyncio.timeout(HANG):  # the orphaned child reports through a file
+        while verdict is None:
+            await asyncio.sleep(0.05)
+            verdict = read_result(result)
+    assert verdict == "free"
