@@ -269,10 +269,12 @@ class HostShare:
                 os.mkdir(self.path, 0o700)
             dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError as exc:
-            reason = (
-                "a symlink" if exc.errno == errno.ELOOP else f"cannot be opened ({exc.strerror})"
-            )
-            self._solo(f"the shared directory is {reason}")
+            # O_NOFOLLOW | O_DIRECTORY on a symlink fails with ELOOP or ENOTDIR (Linux).
+            reason = f"cannot be used ({exc.strerror})"
+            with contextlib.suppress(OSError):
+                if exc.errno == errno.ELOOP or stat.S_ISLNK(os.lstat(self.path).st_mode):
+                    reason = "is a symlink"
+            self._solo(f"the shared directory {reason}")
             return
         problem = _not_private(os.fstat(dir_fd), directory=True)
         if problem is not None:
@@ -400,7 +402,6 @@ class HostShare:
         The lock file is never deleted by kvconfig, but a cleaner (``systemd-tmpfiles``,
         ``tmpwatch``) may remove it; a process starting after that would lock a new file.
         """
-        assert self._lock_fd is not None and self._dir_fd is not None
         if self._lock_is_ours():
             return True
         logger.warning(
@@ -413,7 +414,8 @@ class HostShare:
         return False
 
     def _lock_is_ours(self) -> bool:
-        assert self._lock_fd is not None and self._dir_fd is not None
+        if self._lock_fd is None or self._dir_fd is None:
+            return False
         try:
             at_path = os.stat(self._lock_name, dir_fd=self._dir_fd, follow_symlinks=False)
             held = os.fstat(self._lock_fd)
@@ -422,7 +424,8 @@ class HostShare:
         return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
 
     def _reopen_lock(self) -> None:
-        assert self._dir_fd is not None
+        if self._dir_fd is None:
+            return
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -61,7 +61,16 @@ async def test_directory_is_created_private(shared: Path) -> None:
         assert await share.poll() is None  # the leader detects changes itself
 
 
-@pytest.mark.parametrize("problem", ["mode", "owner", "symlink", "file", "no-parent"])
+EXPECTED = {
+    "mode": "is accessible to other users (mode 755",
+    "owner": "is owned by uid 65534",
+    "symlink": "the shared directory is a symlink",
+    "file": "cannot be used (Not a directory)",
+    "no-parent": "cannot be used (No such file or directory)",
+}
+
+
+@pytest.mark.parametrize("problem", sorted(EXPECTED))
 async def test_unusable_directory_means_solo(
     problem: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -92,6 +101,7 @@ async def test_unusable_directory_means_solo(
     assert fds() == before
     (message,) = warnings(caplog)
     assert "polls the vault on its own" in message and str(target) in message
+    assert EXPECTED[problem] in message
     assert not listing(target)  # nothing written into an untrusted directory
 
 
