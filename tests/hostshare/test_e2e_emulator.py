@@ -1,15 +1,18 @@
 """End to end on the real emulator with the real SDK: one list pass per host, GETs of what changed.
 
-Four workers of one host, each with its own ``SecretClient`` and its own ``HostShare`` (its own
-lock descriptor, so they elect exactly as processes do; the subprocess tests cover processes).
 The glue a ``LiveSettings`` will have is written here: the leader lists the vault, GETs the
 secrets whose ``updated`` time moved and publishes them; followers GET only the names notified.
+Once with four real worker processes (``vault_worker.py``), then in one process with four
+clients and four shares (each its own lock descriptor, so they elect as processes do), where
+the order of the ticks can be scripted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -17,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import hostshare_helpers
 import pytest
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.keyvault.secrets.aio import SecretClient
@@ -25,6 +29,7 @@ from kvconfig._refresh._hostshare import HostShare
 from kvconfig.emulator import KeyVaultEmulator
 
 NAMES = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
+VAULT_WORKER = Path(__file__).with_name("vault_worker.py")
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,67 @@ def vault_requests(emu: KeyVaultEmulator, since: int) -> tuple[int, dict[str, in
         else:
             gets[parts[1]] += 1
     return lists, gets
+
+
+async def test_worker_processes_share_one_list_pass_per_host(
+    keyvault_emulator: KeyVaultEmulator, tmp_path: Path
+) -> None:
+    """Four processes: only the leader lists; a rotation costs one GET of it per process."""
+    emu = keyvault_emulator
+    emu.seed({n: f"{n}-1" for n in NAMES}, created=datetime.now(UTC) - timedelta(hours=1))
+    env = {**os.environ, **emu.environment(), "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-W", "error", str(VAULT_WORKER), str(tmp_path / "shared"), "0.2"]
+    procs = []
+    try:
+        for _ in range(4):
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    *command,
+                    ",".join(NAMES),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    env=env,
+                )
+            )
+        workers = [hostshare_helpers.Worker(p) for p in procs]
+        await asyncio.gather(*(w.wait_for(lambda e: e["ev"] == "ready") for w in workers))
+        # The leader's first list pass is its baseline; rotate after it.
+        await asyncio.wait_for(
+            asyncio.wait(
+                [asyncio.ensure_future(w.wait_for(lambda e: e["ev"] == "listed")) for w in workers],
+                return_when=asyncio.FIRST_COMPLETED,
+            ),
+            hostshare_helpers.HANG,
+        )
+        since = len(emu.requests)
+        marks = [len(w.events) for w in workers]
+        version = emu.set_secret("charlie", "charlie-2")
+        for w in workers:
+            await w.wait_for(lambda e: e.get("name") == "charlie" and e["version"] == version)
+        for w in workers:
+            await w.send("quit")
+        for p in procs:
+            assert await asyncio.wait_for(p.wait(), hostshare_helpers.HANG) == 0
+        for w in workers:
+            await w._reader
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+
+    roles = [w.role() for w in workers]
+    assert roles.count("leader") == 1, roles
+    lists, gets = vault_requests(emu, since)
+    passes = [
+        sum(1 for e in w.events[m:] if e["ev"] == "listed")
+        for w, m in zip(workers, marks, strict=True)
+    ]
+    leader = roles.index("leader")
+    assert lists == passes[leader] >= 1  # every list request of the host came from the leader
+    assert [n for i, n in enumerate(passes) if i != leader] == [0, 0, 0]
+    assert not [e for w in workers for e in w.events if e["ev"] == "fallback"]
+    assert gets == {**dict.fromkeys(NAMES, 0), "charlie": 4}
 
 
 @pytest.fixture
