@@ -67,6 +67,10 @@ Enter the share before the initial load: notices published from then on are repo
 rotation between the load and the first poll is not missed (a duplicate costs one GET of a
 version already held). ``changes`` are objects with ``name``, ``new_version`` and
 ``new_updated`` (``SecretChange`` fits); a deleted or disabled secret has ``new_version=None``.
+Names returned by :meth:`~HostShare.poll` are consumed: if the targeted GETs fail, run an own
+detection pass at the next interval (or keep the names pending) rather than poll again. Build
+``key`` from a normalised vault URL (scheme, host, no trailing slash) and the settings class's
+qualified name, so every worker of the service derives the same key.
 """
 
 from __future__ import annotations
