@@ -381,6 +381,42 @@ async def test_no_value_leaks_through_keys_or_malformed_answers(
     assert leaks == [], "\n".join(leaks[:10])
 
 
+async def test_no_value_leaks_from_the_host_share(
+    keyvault_emulator: KeyVaultEmulator, scanner: Scanner, tmp_path: Path
+) -> None:
+    """shared_dir: the notice file, the shares' reprs, notices and every log line (including
+    the warnings for untrustworthy files) carry names, versions and times only."""
+    from kvconfig._refresh._hostshare import HostShare
+
+    emu = keyvault_emulator
+    s = scanner.secret
+    emu.seed({"api-key": s(), "database--host": s("host"), "database--password": s("pw")})
+    emu.seed({"tokens": f'{{"a": "{s()}"}}', "signing-key-v2": s("signing")})
+    shared = tmp_path / "shared"
+    async with (
+        make_vault(emu, ttl=0) as vault,
+        vault.watch(AppSettings, interval=60) as live,
+        HostShare(shared, "leak-test", interval=0.1) as leader,
+        HostShare(shared, "leak-test", interval=0.1) as follower,
+    ):
+        emu.set_secret("api-key", s("rotated"))
+        event = await live.refresh()
+        assert event is not None and event.secrets
+        await leader.publish(event.secrets)  # the real SecretChange objects of a refresh
+        notices = follower.poll_notices()
+        assert notices is not None and [n.name for n in notices] == ["api-key"]
+        scanner.add("hostshare", leader, follower, *notices)
+        scanner.add("notice file", leader.notice_path.read_text())
+        leader.notice_path.write_text(f"corrupt {s()}")  # a file holding junk: never echoed
+        assert await follower.poll() is None
+        await leader.publish(())
+        assert await follower.poll() == set()
+    leaks = scanner.leaks()
+    record("library.leaks.hostshare_found", len(leaks), target="0")
+    assert scanner.records > 0, "the loggers captured nothing"
+    assert leaks == [], "\n".join(leaks[:10])
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
     """The exception and every one it keeps (cause and context, even when suppressed)."""
     seen: list[BaseException] = []
