@@ -16,7 +16,10 @@ process, fills vaults of 100 and 1000 secrets, then times cold loads of K secret
   other K-1 on one aio ``SecretClient`` (own session limited to 32 connections, one SSL context,
   ``trust_env=False``), no validation.
 - **sdk send_request**: the same, but each GET through ``client.send_request(HttpRequest(...))``
-  and ``json.loads`` instead of ``get_secret``'s model deserialisation (the prototype of issue 15).
+  and ``json.loads`` instead of ``get_secret``'s model deserialisation.
+- **kvconfig, prototype**: kvconfig as it will be once the issue-15 pieces are wired into the
+  fetcher and the build: GETs through ``kvconfig._rawget.get_secret_raw`` and the build without
+  idle env/dotenv sources (``kvconfig._lean_sources``), patched in for its own runs only.
 
 Every load is cold: a new credential (the emulator's managed-identity endpoint, through
 ``azure.identity``; raw: one plain GET to it), a new client and an empty challenge cache. Wall
@@ -61,6 +64,10 @@ from pydantic import create_model
 from pydantic_settings import AzureKeyVaultSettingsSource, BaseSettings, PydanticBaseSettingsSource
 
 from kvconfig import KeyVault
+from kvconfig import _vault as kv_vault
+from kvconfig._client import build_clients
+from kvconfig._lean_sources import drop_idle_sources
+from kvconfig._rawget import RawSecret, RawSecretReader
 
 # -- the emulator process ---------------------------------------------------------------------
 
@@ -276,6 +283,64 @@ async def load_send_request(url: str, ca_file: str, names: list[str]) -> None:
         await credential.close()
 
 
+# -- the integration prototype (issue 15): raw GETs and idle sources left out ------------------
+
+
+class _RawProps:
+    """What kvconfig's fetcher reads from ``KeyVaultSecret.properties``, from a RawSecret."""
+
+    def __init__(self, raw: RawSecret) -> None:
+        self.version = raw.version
+        self.enabled = raw.enabled
+        self.content_type = raw.content_type
+        self.created_on = raw.created
+        self.updated_on = raw.updated
+        self.expires_on = raw.expires_on
+        self.not_before = raw.not_before
+
+
+class _RawBundle:
+    def __init__(self, raw: RawSecret) -> None:
+        self.value = raw.value
+        self.properties = _RawProps(raw)
+
+
+def _raw_client(*args: Any, **kwargs: Any) -> SecretClient:
+    """kvconfig's client, with ``get_secret`` going through its ``RawSecretReader``."""
+    clients = build_clients(*args, **kwargs)
+    client, reader = clients.secrets, clients.reader
+    if os.environ.get("BENCH_VIA_SEND_REQUEST"):
+        reader = RawSecretReader(client)
+
+    async def get_secret(name: str, version: str | None = None, **options: Any) -> Any:
+        return _RawBundle(await reader.get(name, version, **options))
+
+    client.get_secret = get_secret  # type: ignore[method-assign]
+    return client
+
+
+def prototype_settings(names: list[str]) -> type[BaseSettings]:
+    base = kvconfig_settings(names)
+
+    class Lean(base):  # type: ignore[misc,valid-type]
+        @classmethod
+        def _settings_init_sources(cls, **kwargs: Any) -> Any:
+            sources, rest = super()._settings_init_sources(**kwargs)
+            return drop_idle_sources(sources), rest
+
+    return Lean
+
+
+async def load_prototype(url: str, ca_file: str, settings_cls: type[BaseSettings]) -> None:
+    """kvconfig as it would be after integration; patches only for the duration of the load."""
+    original = kv_vault.build_secret_client
+    kv_vault.build_secret_client = _raw_client  # type: ignore[assignment]
+    try:
+        await load_kvconfig(url, ca_file, settings_cls, None)
+    finally:
+        kv_vault.build_secret_client = original
+
+
 def load_pydantic_settings(url: str, settings_cls: type[BaseSettings]) -> None:
     _Holder.url = url
     _Holder.credential = SyncManagedIdentityCredential()
@@ -303,17 +368,26 @@ async def timed(samples: Samples, run: Callable[[], Awaitable[None]]) -> None:
     samples.cpu_ms.append((time.process_time() - cpu0) * 1000)
 
 
-CONTENDERS = ["raw", "kvconfig", "sdk get_secret", "sdk send_request", "pydantic-settings"]
+CONTENDERS = [
+    "raw",
+    "kvconfig",
+    "kvconfig, prototype",
+    "sdk get_secret",
+    "sdk send_request",
+    "pydantic-settings",
+]
 
 
 async def bench_case(
     url: str, ca_file: str, names: list[str], runs: int, ps_runs: int, skip: set[str]
 ) -> dict[str, Samples]:
     kv_cls = kvconfig_settings(names)
+    proto_cls = prototype_settings(names)
     ps_cls = pydantic_settings_class(names)
     runners: dict[str, Callable[[], Awaitable[None]]] = {
         "raw": lambda: load_raw(url, ca_file, names),
         "kvconfig": lambda: load_kvconfig(url, ca_file, kv_cls, None),
+        "kvconfig, prototype": lambda: load_prototype(url, ca_file, proto_cls),
         "sdk get_secret": lambda: load_floor(url, ca_file, names),
         "sdk send_request": lambda: load_send_request(url, ca_file, names),
     }

@@ -22,6 +22,7 @@ import asyncio
 import ipaddress
 import os
 import ssl
+from dataclasses import dataclass
 from os import PathLike
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -35,9 +36,12 @@ from azure.keyvault.secrets import __version__ as _SDK_VERSION
 from azure.keyvault.secrets.aio import SecretClient
 
 from kvconfig._errors import ConfigurationError
+from kvconfig._rawget import RawSecretReader
 
 __all__ = [
     "SignallingCredential",
+    "VaultClients",
+    "build_clients",
     "build_secret_client",
     "build_session",
     "build_ssl_context",
@@ -175,6 +179,36 @@ def build_secret_client(
     ``verify_challenge_resource`` is relaxed only for loopback hosts, where it can never pass
     (the resource must be a parent domain of the vault host).
     """
+    return build_clients(
+        vault_url, credential, session, trust_env=trust_env, api_version=api_version
+    ).secrets
+
+
+@dataclass(frozen=True, slots=True)
+class VaultClients:
+    """The SDK client (list pages, anything else) and the raw GET reader of one vault.
+
+    Both share one policy list (one challenge, one cached token) and one session. Close
+    ``reader`` then ``secrets``; neither closes the session.
+    """
+
+    secrets: SecretClient
+    reader: RawSecretReader
+
+    async def close(self) -> None:
+        await self.reader.close()
+        await self.secrets.close()
+
+
+def build_clients(
+    vault_url: str,
+    credential: AsyncTokenCredential | SignallingCredential,
+    session: aiohttp.ClientSession,
+    *,
+    trust_env: bool,
+    api_version: str | None = None,
+) -> VaultClients:
+    """:func:`build_secret_client` plus a :class:`RawSecretReader` on the same policies."""
     verify = not is_loopback(vault_host(vault_url))
     kwargs: dict[str, Any] = {}
     if api_version is not None:
@@ -182,15 +216,21 @@ def build_secret_client(
     policies = pipeline_policies(credential, verify_challenge_resource=verify)
     if policies is not None:
         kwargs["policies"] = policies
-    return SecretClient(
+    # One transport for both pipelines: azure-core chains a policy to its successor through the
+    # policy instance (`policy.next`), so the shared challenge policy must lead to the same
+    # transport whichever pipeline was built last.
+    transport = AioHttpTransport(session=session, session_owner=False)
+    client = SecretClient(
         vault_url=vault_url,
         credential=credential,
-        transport=AioHttpTransport(session=session, session_owner=False),
+        transport=transport,
         verify_challenge_resource=verify,
         use_env_settings=trust_env,
         retry_total=0,
         **kwargs,
     )
+    reader = RawSecretReader(client, policies=policies, transport=transport, session=session)
+    return VaultClients(client, reader)
 
 
 # -- the trimmed pipeline ------------------------------------------------------------------------

@@ -59,6 +59,12 @@ class CountingCredential:
     async def close(self) -> None:
         await self._inner.close()
 
+    async def __aenter__(self) -> CountingCredential:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
 
 def test_policies_are_user_agent_then_challenge_auth() -> None:
     policies = pipeline_policies(object(), verify_challenge_resource=True)  # type: ignore[arg-type]
