@@ -244,10 +244,10 @@ def _result(name: str, response: AsyncHttpResponse | _PlainResponse) -> RawSecre
     try:
         return _parse(json.loads(response.content))
     except (ValueError, TypeError, AttributeError, KeyError):
-        # No response attached and no chaining: the body may hold the value.
-        raise DecodeError(
-            f"the vault's answer for secret {name!r} is not a secret bundle"
-        ) from None
+        pass
+    # Raised outside the handler: `from None` would still keep the JSON error (whose `doc` is
+    # the body, value included) as __context__.
+    raise DecodeError(f"the vault's answer for secret {name!r} is not a secret bundle")
 
 
 def _parse(bundle: dict[str, Any]) -> RawSecret:
