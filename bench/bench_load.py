@@ -497,9 +497,10 @@ def draw_chart(path: Path, measured: list[tuple[float, int, dict[str, Samples]]]
     import matplotlib.pyplot as plt
 
     measured = [m for m in measured if m[1] >= 100]
-    loaders = ["raw", "kvconfig", "sdk get_secret", "pydantic-settings"]
+    loaders = ["raw", "kvconfig, prototype", "kvconfig", "sdk get_secret", "pydantic-settings"]
     colours = {
         "raw": "#888888",
+        "kvconfig, prototype": "#1a4f80",
         "kvconfig": "#2b7bba",
         "sdk get_secret": "#9bbbd4",
         "pydantic-settings": "#d95f02",
