@@ -72,9 +72,11 @@ class RawSecret:
 
 
 # How long an Authorization header the challenge policy attached to a successful request is
-# reused on the direct path. The policy only sends tokens with >= 300 s of validity left (it
-# refreshes earlier), so a header reused for at most 60 s is never expired when sent; after
-# that the next request goes through the policy again, which refreshes the token if needed.
+# reused on the direct path. The policy replaces tokens within 300 s of expiry before attaching
+# them, so with ordinary token lifetimes (an hour or more) a header reused for at most 60 s is
+# never expired when sent; should a credential issue shorter-lived tokens, the vault's 401 sends
+# the request back through the policy, which fetches a new one. After the window the next
+# request goes through the policy again, which refreshes the token if needed.
 _REUSE_S = 60.0
 _DEFAULT_TIMEOUT_S = 300.0  # azure-core's default connection and read timeouts
 

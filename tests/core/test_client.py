@@ -101,7 +101,15 @@ async def test_challenge_once_then_one_cached_token(
     assert credential.calls == 1
 
 
-async def test_token_near_expiry_is_refreshed(keyvault_emulator: KeyVaultEmulator) -> None:
+async def test_token_near_expiry_is_refreshed(
+    keyvault_emulator: KeyVaultEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the challenge policy a token within 300 s of expiry is replaced on every request.
+
+    The raw reader's direct path reuses an authorised header for up to ``_REUSE_S`` seconds
+    (a 401 sends it back through the policy); set to 0 here so every GET consults the policy,
+    whichever route the fetcher takes."""
+    monkeypatch.setattr("kvconfig._rawget._REUSE_S", 0.0)
     keyvault_emulator.seed(SEED)
     credential = CountingCredential(keyvault_emulator.credential(), lifetime_s=60)
     async with KeyVault(
