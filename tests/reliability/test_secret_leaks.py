@@ -498,6 +498,24 @@ def test_kvconfig_client_never_enables_body_logging() -> None:
     assert "authorization" not in {h.lower() for h in http.allowed_header_names}
 
 
+def test_trimmed_pipeline_has_no_logging_policy_and_raw_reads_hold_no_value() -> None:
+    """kvconfig's own pipeline (``_client.pipeline_policies``) logs nothing; the raw reader's
+    error for a body it cannot parse holds no part of the body, directly or chained."""
+    from kvconfig._client import pipeline_policies
+    from kvconfig._rawget import _PlainResponse, _result
+
+    policies = pipeline_policies(object(), verify_challenge_resource=True)  # type: ignore[arg-type]
+    assert policies is not None
+    assert not [p for p in policies if "Logging" in type(p).__name__]
+    value = canary()
+    for body in (f"not json {value}", f'{{"value": ["{value}"]}}', f'["{value}"]'):
+        with pytest.raises(Exception) as caught:
+            _result("s", _PlainResponse(200, "OK", {}, body.encode()))  # type: ignore[arg-type]
+        for exc in _chain(caught.value):
+            held = f"{exc}{exc!r}{exc.args!r}{getattr(exc, 'doc', '')}"
+            assert CANARY_PREFIX not in held, f"{type(exc).__name__} holds the value"
+
+
 def _scan_cli(scanner: Scanner, label: str, result: subprocess.CompletedProcess[str]) -> None:
     scanner.add(f"{label} stdout", result.stdout)
     scanner.add(f"{label} stderr", result.stderr)
