@@ -17,6 +17,7 @@ import concurrent.futures
 import contextlib
 import inspect
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from kvconfig._refresh._detect import NotYetValid, OnMissing
     from kvconfig._refresh._events import ChangeEvent
     from kvconfig._refresh._health import Health
+    from kvconfig._refresh._push import NotifyResult
     from kvconfig._refresh._watch import LiveSettings
 
 __all__ = ["LoopThread", "SyncCredentialAdapter", "SyncKeyVault", "SyncLiveSettings", "as_async"]
@@ -270,6 +272,8 @@ class SyncKeyVault:
         not_yet_valid: NotYetValid = "ignore",
         on_change: SyncChangeCallback | None = None,
         clock_skew: float | timedelta = 1.0,
+        notify_max_delay: float | timedelta = 30.0,
+        shared_dir: str | os.PathLike[str] | None = None,
         **init_kwargs: Any,
     ) -> SyncLiveSettings[SettingsT]:
         """Load ``settings_cls`` and keep it fresh in the background: a :class:`SyncLiveSettings`.
@@ -277,7 +281,8 @@ class SyncKeyVault:
         Returns once the first load succeeded (same errors as :meth:`load`). ``on_change`` is
         called with each :class:`~kvconfig.ChangeEvent`, in order, on a dedicated callback thread
         (never on the loop, so a slow callback delays no refresh). Closed by its own
-        ``close()`` or by this vault's.
+        ``close()`` or by this vault's. ``notify_max_delay`` and ``shared_dir`` as for
+        :meth:`kvconfig.KeyVault.watch`.
         """
         self._check()
         live = SyncLiveSettings[SettingsT](self._thread, on_change)
@@ -289,6 +294,8 @@ class SyncKeyVault:
             not_yet_valid=not_yet_valid,
             on_change=live._dispatch if on_change is not None else None,
             clock_skew=clock_skew,
+            notify_max_delay=notify_max_delay,
+            shared_dir=shared_dir,
             **init_kwargs,
         )
         try:
@@ -416,6 +423,16 @@ class SyncLiveSettings(Generic[SettingsT]):
         if self._closed:
             raise ClosedError(f"{self!r} is closed")
         return self._thread.run(self._inner().refresh())
+
+    def notify(self, events: Any) -> NotifyResult:
+        """As :meth:`kvconfig.LiveSettings.notify`; callable from any thread, never blocks on
+        the loop thread (the decision is handed to it). After :meth:`close`, events are
+        ignored."""
+        if self._closed:
+            from kvconfig._refresh._push import NotifyResult, parse_events
+
+            return NotifyResult(ignored=len(parse_events(events)))
+        return self._inner().notify(events)
 
     def close(self) -> None:
         """Stop the background refresh, then the callback thread (queued calls run). Idempotent."""

@@ -26,6 +26,7 @@ import asyncio
 import collections
 import inspect
 import logging
+import os
 import random
 import time
 import traceback
@@ -51,6 +52,8 @@ from kvconfig._telemetry import telemetry
 
 if TYPE_CHECKING:
     from kvconfig._refresh._detect import Detection
+    from kvconfig._refresh._hostshare import HostShare
+    from kvconfig._refresh._push import NotifyResult, PushScheduler
     from kvconfig._vault import VaultLink
 
 __all__ = ["ChangeCallback", "ChangeStream", "LiveSettings"]
@@ -62,6 +65,7 @@ ChangeCallback = Callable[[ChangeEvent], Awaitable[None] | None]
 
 _STREAM_SIZE = 64  # events a slow changes() consumer may lag behind before the oldest are dropped
 _EXPIRY_LEAD_MAX = 30.0  # at most this many seconds before `expires_on`, check for a new version
+NOTIFY_MAX_DELAY = 30.0  # default: a pushed change is re-read within this many seconds
 
 
 def _seconds(value: float | timedelta, name: str, *, positive: bool = False) -> float:
@@ -146,6 +150,8 @@ class LiveSettings(Generic[SettingsT]):
         clock_skew: float | timedelta = 1.0,
         init_kwargs: dict[str, Any] | None = None,
         on_change_timeout: float | timedelta = 30.0,
+        notify_max_delay: float | timedelta = NOTIFY_MAX_DELAY,
+        shared_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if on_missing not in ("keep", "default"):
             raise ConfigurationError(f"on_missing must be 'keep' or 'default', got {on_missing!r}")
@@ -182,6 +188,14 @@ class LiveSettings(Generic[SettingsT]):
         self._consecutive_failures = 0
         self._refreshes = 0
         self._failures = 0
+        # Push refresh (notify) and host sharing (shared_dir): see the blocks below.
+        self._notify_max_delay = _seconds(notify_max_delay, "notify_max_delay")
+        self._push: PushScheduler | None = None
+        self._shared_dir = None if shared_dir is None else os.fspath(shared_dir)
+        self._share: HostShare | None = None
+        self._share_resync = False  # a follower's targeted re-read failed: detect on its own
+        self._share_sent: dict[str, str | None] = {}  # name -> version last published/seen
+        self._serial = asyncio.Lock()  # one refresh (poll or targeted) at a time
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -191,9 +205,14 @@ class LiveSettings(Generic[SettingsT]):
             raise ClosedError(f"{self!r} can be entered only once")
         vault = self._vault
         plan = self._plan
-        self.current, result, plan = await vault.load(
-            self._settings_cls, plan, self._init_kwargs, not_yet_valid=self._not_yet_valid
-        )
+        await self._open_share()  # before the load: a rotation after it is then not missed
+        try:
+            self.current, result, plan = await vault.load(
+                self._settings_cls, plan, self._init_kwargs, not_yet_valid=self._not_yet_valid
+            )
+        except BaseException:
+            await self._close_share()
+            raise
         self._plan = plan  # what a higher-priority source supplies is never tracked
         fetcher = vault.fetcher()
         self._detector = ChangeDetector(
@@ -211,6 +230,8 @@ class LiveSettings(Generic[SettingsT]):
         )
         self._last_success = datetime.now(UTC)
         self._last_success_at = time.monotonic()
+        self._share_sent = self._held_versions()
+        await self._start_push()
         self._state = "running"
         telemetry.watching(self, self._settings_cls.__name__, vault.vault_url)  # telemetry hook
         self._task = asyncio.create_task(
@@ -247,6 +268,9 @@ class LiveSettings(Generic[SettingsT]):
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self._push is not None:
+            await self._push.aclose()  # cancels and awaits its timer task (and a re-read)
+        await self._close_share()
         for stream in list(self._streams):
             stream._close()
 
@@ -288,6 +312,7 @@ class LiveSettings(Generic[SettingsT]):
             refreshes=self._refreshes,
             failures=self._failures,
             mode=self._detector.mode() if self._detector is not None else "get",
+            **self._push_share_health(),
         )
 
     async def refresh(self) -> ChangeEvent | None:
@@ -305,7 +330,7 @@ class LiveSettings(Generic[SettingsT]):
             raise ClosedError(f"{self!r} is not running")
         task = self._inflight
         if task is None or task.done():
-            task = asyncio.create_task(self._refresh_once())
+            task = asyncio.create_task(self._serialised(self._refresh_once))
             task.add_done_callback(_retrieve)
             self._inflight = task
         # Shielded: a caller giving up must not cancel the refresh others share.
@@ -327,6 +352,193 @@ class LiveSettings(Generic[SettingsT]):
             self._streams.add(stream)
         return stream
 
+    # -- push refresh: notify() ----------------------------------------------------------------
+    # A PushScheduler (kvconfig._refresh._push) owned by this watcher: entered after the initial
+    # load, closed (its task cancelled and awaited) by aclose(). It asks `_tracked` which version
+    # is held and calls `_reread` for the names to GET, which goes through `_refresh_names`.
+
+    def notify(self, events: Any) -> NotifyResult:
+        """Take Key Vault change events; re-read what they announce, shortly. Never does I/O.
+
+        ``events`` is what an Event Grid webhook, a Service Bus or Storage queue message, or
+        ``azure-eventgrid`` / ``cloudevents`` objects carry: an Event Grid body (JSON list), a
+        CloudEvent or a batch, as bytes, str, dicts or event objects. Events for other vaults,
+        untracked secrets and versions already held are ignored. For a newer version of a tracked
+        secret, one targeted re-read is scheduled after a random delay in
+        ``[0, notify_max_delay]`` (repeats coalesce), then validated and published as any
+        refresh. ``SecretNearExpiry`` / ``SecretExpired`` are logged and shown in
+        :attr:`health`. Safe to call from any thread; after :meth:`aclose` events are ignored.
+
+        Returns:
+            What was scheduled and ignored (from another thread: an empty result, the decision
+            is taken on the watcher's loop).
+
+        Raises:
+            EventFormatError: ``events`` is not an event or a list of events (the message never
+                repeats the body).
+            ClosedError: The live settings were never started (``async with`` not entered).
+        """
+        push = self._push
+        if push is None:
+            if self._state == "closed":
+                from kvconfig._refresh._push import NotifyResult, parse_events
+
+                return NotifyResult(ignored=len(parse_events(events)))
+            raise ClosedError(f"{self!r} is not running: enter `async with` before notify()")
+        return push.notify(events)
+
+    @property
+    def notify_max_delay(self) -> float:
+        """Most seconds between a ``notify()`` and the re-read it causes."""
+        return self._notify_max_delay
+
+    async def _start_push(self) -> None:
+        from kvconfig._refresh._push import PushScheduler
+
+        push = PushScheduler(
+            self._vault.vault_url,
+            tracked=self._tracked,
+            reread=self._reread,
+            notify_max_delay=self._notify_max_delay,
+        )
+        await push.__aenter__()
+        self._push = push
+
+    def _tracked(self, name: str) -> str | None:
+        """The version held for a watched secret ("" if none), ``None`` if it is not watched."""
+        detector = self._detector
+        if detector is None or self._state != "running":
+            return None
+        key = (name.lower(), None)
+        if key not in {ref.key for ref in detector.tracked}:
+            return None
+        held = detector.held.get(key)
+        return "" if held is None or held.version is None else held.version
+
+    async def _reread(self, names: set[str]) -> None:
+        """The scheduler's re-read: GET ``names`` and publish, serialised with the poll."""
+        if self._state != "running":
+            return
+        await self._serialised(lambda: self._refresh_names(names))
+
+    async def _serialised(
+        self, refresh: Callable[[], Awaitable[ChangeEvent | None]]
+    ) -> ChangeEvent | None:
+        """Run one refresh at a time: a poll and a targeted re-read never interleave (a slower
+        one could otherwise publish an older observation over a newer one)."""
+        async with self._serial:
+            return await refresh()
+
+    def _push_share_health(self) -> dict[str, Any]:
+        """The push and shared_dir fields of :class:`Health`."""
+        fields: dict[str, Any] = {"shared_role": None if self._share is None else self._share.role}
+        push = self._push
+        if push is None:
+            return fields
+        held = self._held_versions()
+        near: list[str] = []
+        expired: list[str] = []
+        for key, notice in sorted(push.expiry.items()):
+            # A notice about a version no longer held (rotated since) is no longer news.
+            if key in held and (not notice.version or notice.version == (held[key] or "").lower()):
+                (expired if notice.kind == "expired" else near).append(notice.name)
+        fields.update(
+            near_expiry=tuple(near),
+            expired=tuple(expired),
+            push_rereads=push.rereads,
+            push_pending=len(push.pending),
+        )
+        return fields
+
+    def _held_versions(self) -> dict[str, str | None]:
+        """Lower-cased name -> version held, for every watched (unpinned) secret."""
+        detector = self._detector
+        if detector is None:
+            return {}
+        held = detector.held
+        return {
+            ref.key[0]: (held[ref.key].version if ref.key in held else None)
+            for ref in detector.tracked
+        }
+
+    # -- one refresher per host: shared_dir ----------------------------------------------------
+    # A HostShare (kvconfig._refresh._hostshare), entered before the initial load. Each interval
+    # `_tick` runs its contract: a follower tries to lead, then GETs only the names the leader's
+    # notices report (or detects on its own when the share says None); the leader (or a solo
+    # process) detects as without shared_dir and publishes what changed after every pass.
+
+    async def _open_share(self) -> None:
+        if self._shared_dir is None:
+            return
+        from urllib.parse import urlsplit
+
+        from kvconfig._refresh._hostshare import HostShare
+
+        url = urlsplit(self._vault.vault_url)
+        cls = self._settings_cls
+        key = f"{url.scheme.lower()}://{url.netloc.lower()}|{cls.__module__}.{cls.__qualname__}"
+        share = HostShare(self._shared_dir, key, interval=self._interval)
+        await share.__aenter__()
+        self._share = share
+
+    async def _close_share(self) -> None:
+        share, self._share = self._share, None
+        if share is not None:
+            await share.aclose()
+
+    async def _tick(self) -> None:
+        """One interval of the background task: a poll, or the shared_dir contract."""
+        share = self._share
+        if share is None:
+            await self.refresh()
+            return
+        if share.role == "follower":
+            await share.try_lead()
+        if share.role == "follower" and not self._share_resync:
+            names = await share.poll()
+            if names is not None:
+                await self._follow(names)
+                return
+        self._share_resync = False
+        await self.refresh()
+        if share.role == "leader":
+            # After every successful pass (the heartbeat): what changed since the last publish,
+            # including what notify() or refresh() published meanwhile. A failed pass publishes
+            # nothing: followers detect on their own once the heartbeat is stale.
+            await share.publish(self._share_changes())
+        else:
+            self._share_sent = self._held_versions()
+
+    async def _follow(self, names: set[str]) -> None:
+        """A follower's interval: GET only what the refresher reported (no request if nothing)."""
+        if not names:
+            self._record_success()  # the refresher vouches that nothing changed
+            return
+        try:
+            await self._serialised(lambda: self._refresh_names(names))
+        except Exception:
+            self._share_resync = True  # the names were consumed: detect on our own next time
+            raise
+        self._share_sent = self._held_versions()
+
+    def _share_changes(self) -> list[SecretChange]:
+        """Changes of held versions since the last publish (never a value)."""
+        detector = self._detector
+        assert detector is not None
+        held = detector.held
+        changes: list[SecretChange] = []
+        now = self._held_versions()
+        for ref in detector.tracked:
+            name = ref.key[0]
+            if now.get(name) != self._share_sent.get(name):
+                secret = held.get(ref.key)
+                updated = secret.updated if secret is not None else None
+                changes.append(
+                    SecretChange(ref.name, self._share_sent.get(name), now[name], None, updated)
+                )
+        self._share_sent = now
+        return changes
+
     # -- the background task -------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -335,7 +547,7 @@ class LiveSettings(Generic[SettingsT]):
         while True:
             await asyncio.sleep(delay)
             try:
-                await self.refresh()
+                await self._tick()
             except ClosedError:
                 if self._vault.closed:
                     logger.warning(
