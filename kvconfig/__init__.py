@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from kvconfig._errors import (
         ClosedError,
         ConfigurationError,
+        EventFormatError,
         InvalidSecretNameError,
         KvConfigError,
         MalformedResponseError,
@@ -42,6 +43,7 @@ __all__ = [
     "ChangeStream",
     "ClosedError",
     "ConfigurationError",
+    "EventFormatError",
     "FetchedSecret",
     "Health",
     "InvalidSecretNameError",
@@ -74,6 +76,7 @@ _WHERE: dict[str, str] = {
     "ChangeStream": "kvconfig._refresh._watch",
     "ClosedError": "kvconfig._errors",
     "ConfigurationError": "kvconfig._errors",
+    "EventFormatError": "kvconfig._errors",
     "FetchedSecret": "kvconfig._model",
     "Health": "kvconfig._refresh._health",
     "InvalidSecretNameError": "kvconfig._errors",

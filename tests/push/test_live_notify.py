@@ -17,8 +17,7 @@ from aiohttp import web
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kvconfig import ClosedError, LiveSettings
-from kvconfig._errors import EventFormatError
+from kvconfig import ClosedError, EventFormatError, LiveSettings
 from kvconfig.emulator import KeyVaultEmulator
 from kvconfig.integrations.eventgrid import aiohttp_handler
 from tests.conftest import VaultFactory

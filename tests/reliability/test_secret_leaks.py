@@ -425,7 +425,7 @@ async def test_no_value_leaks_from_live_notify_health_and_shared_dir(
     file, the follower's targeted re-read, every log line) carry no value."""
     import datetime as dt
 
-    from kvconfig._errors import EventFormatError
+    from kvconfig import EventFormatError
 
     emu = keyvault_emulator
     s = scanner.secret
