@@ -6,7 +6,10 @@ through. The refresh path is the load path: the same fetcher (retries, cache, si
 the same plan and the same build and validation; change detection is in
 `kvconfig._refresh._detect`. Every publish goes through :meth:`LiveSettings._apply` (validate the
 complete new Settings, then swap): the poll path and :meth:`LiveSettings._refresh_names` (re-read
-a given set of secrets) both end there.
+a given set of secrets) both end there. Push refresh (:meth:`LiveSettings.notify`, a
+:class:`~kvconfig._refresh._push.PushScheduler`) and ``shared_dir`` (a
+:class:`~kvconfig._refresh._hostshare.HostShare`) are driven through their documented contracts,
+in the blocks of that name below.
 
 ``on_change`` callbacks never run inside a refresh: a published event is queued for one
 dispatcher task that awaits the callbacks in generation order; one still running after
@@ -128,6 +131,7 @@ class LiveSettings(Generic[SettingsT]):
         async with vault.watch(Settings, interval=60) as live:
             live.current            # plain attribute: no I/O, no lock
             await live.refresh()    # refresh now: the ChangeEvent, or None
+            live.notify(events)     # push refresh: Key Vault events -> targeted re-reads
             async for change in live.changes():
                 ...
 
