@@ -17,6 +17,7 @@ import pytest
 from hostshare_helpers import HANG, Worker
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kvconfig import VaultPermissionError
 from kvconfig.emulator import KeyVaultEmulator
 from tests.conftest import VaultFactory
 
@@ -205,3 +206,35 @@ async def test_unsafe_directory_or_corrupt_notices_fall_back_to_own_polling(
             while follower.current.bravo != "bravo-2" or solo.current.bravo != "bravo-2":  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         assert follower.health.shared_role in ("leader", "follower")
+
+
+async def test_a_follower_whose_targeted_get_failed_detects_on_its_own_next_time(
+    keyvault_emulator: KeyVaultEmulator, make_vault: VaultFactory, tmp_path: Path
+) -> None:
+    """The names a poll returned are consumed: after a failed re-read the follower runs its own
+    detection pass (one list pass) rather than trusting notices it already read. Ticks are
+    driven by hand (the background interval is an hour)."""
+    emu = keyvault_emulator
+    emu.seed({"alpha": "a-1", "bravo": "b-1"}, created=datetime.now(UTC) - timedelta(hours=1))
+    shared = tmp_path / "shared"
+    async with (
+        make_vault() as vault,
+        vault.watch(Settings, interval=3600, shared_dir=shared) as leader,
+        vault.watch(Settings, interval=3600, shared_dir=shared) as follower,
+    ):
+        assert (leader.health.shared_role, follower.health.shared_role) == ("leader", "follower")
+        rotate(emu, "alpha")
+        await leader._tick()  # detects and publishes the notice
+        assert leader.current.alpha == "alpha-2"
+        emu.faults.fail_next(1, status=403)  # the follower's GET of alpha is refused
+        with pytest.raises(VaultPermissionError):
+            await follower._tick()
+        assert follower.current.alpha == "a-1" and follower.health.consecutive_failures == 1
+        since = len(emu.requests)
+        await follower._tick()  # not another poll of the share: its own detection pass
+        lists, _ = vault_requests(emu, since)
+        assert lists == 1 and follower.current.alpha == "alpha-2"
+        since = len(emu.requests)
+        await leader._tick()
+        await follower._tick()  # back to following: nothing changed, no request of its own
+        assert vault_requests(emu, since)[0] == 1
