@@ -462,7 +462,7 @@ class VaultServer:
     async def _list_versions(self, call: _Call) -> web.Response:
         secret, versions = self._store.list_versions(call.vault, call.name)
         page, next_link = _page(call, [(f"{i:08d}", v) for i, v in enumerate(versions)])
-        items = [_item(call, secret, v, versioned=True) for v in page]
+        items = [_item(call, secret, v, versioned=True) for v in page if secret is not None]
         return _json({"value": items, "nextLink": next_link})
 
     async def _list_deleted(self, call: _Call) -> web.Response:
