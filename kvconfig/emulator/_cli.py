@@ -37,7 +37,8 @@ def add_parser(subparsers: Any) -> None:
         description=textwrap.fill(
             "Run a local Azure Key Vault that the unmodified Azure SDK talks to. Prints shell "
             "`export` lines (VAULT_URL, SSL_CERT_FILE, REQUESTS_CA_BUNDLE, IDENTITY_ENDPOINT, "
-            "IDENTITY_HEADER, KVCONFIG_EMULATOR_PID), then closes stdout and serves until "
+            "IDENTITY_HEADER, KEY_VAULT_NAME, HTTPS_PROXY, NO_PROXY, KVCONFIG_EMULATOR_PID), "
+            "then closes stdout and serves until "
             'SIGINT/SIGTERM. Background use: eval "$(kvconfig emulator &)"; ...; '
             "kill $KVCONFIG_EMULATOR_PID",
             width=92,
@@ -64,6 +65,12 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--identity-port", type=int, default=0, help="port of the managed-identity endpoint"
+    )
+    parser.add_argument(
+        "--proxy-port",
+        type=int,
+        default=0,
+        help="port of the HTTPS proxy that routes NAME.vault.azure.net to vault NAME",
     )
     parser.set_defaults(func=run)
 
@@ -100,6 +107,7 @@ async def _serve(args: argparse.Namespace) -> int:
         ca=ca,
         ca_file=ca_file,
         identity_port=args.identity_port,
+        proxy_port=args.proxy_port,
     ) as emu:
         for name in args.vault:
             await emu.add_vault(name)

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import enum
 import ipaddress
+import os
 import secrets
 import shutil
 import socket
@@ -29,6 +30,7 @@ from kvconfig.emulator._auth import (
 )
 from kvconfig.emulator._certs import CertificateAuthority, write_atomic
 from kvconfig.emulator._faults import Faults
+from kvconfig.emulator._proxy import VAULT_HOST, ConnectProxy
 from kvconfig.emulator._server import RequestRecord, VaultRunner, VaultServer
 from kvconfig.emulator._store import Store
 
@@ -98,6 +100,7 @@ class KeyVaultEmulator:
         *,
         ca_file: Path | None = None,
         identity_port: int = 0,
+        proxy_port: int = 0,
     ) -> None:
         self.host = host
         self._port = port
@@ -105,6 +108,9 @@ class KeyVaultEmulator:
         self._ca = ca
         self._ca_file_arg = ca_file
         self._identity_port = identity_port
+        self._proxy_port = proxy_port
+        self._proxy: ConnectProxy | None = None
+        self._vault_ports: dict[str, int] = {}
         self.faults = Faults(latency_ms)
         self.requests: list[RequestRecord] = []
         self.identity_header = secrets.token_urlsafe(24)
@@ -161,7 +167,8 @@ class KeyVaultEmulator:
         else:
             self._ca_file = self._ca_file_arg
         write_atomic(self._ca_file, ca.cert_pem)  # a kill mid-write must not tear a kept CA
-        ips, dns = ["127.0.0.1"], ["localhost"]
+        # *.vault.azure.net: the proxy splices NAME.vault.azure.net to a vault's own socket.
+        ips, dns = ["127.0.0.1"], ["localhost", "*.vault.azure.net"]
         try:
             ipaddress.ip_address(self.host)
             is_ip = True
@@ -193,6 +200,19 @@ class KeyVaultEmulator:
         for name in self._store.vault_names:  # vaults persisted by an earlier run
             if name not in self._vault_urls:
                 await self.add_vault(name)
+        self._proxy = ConnectProxy(self._proxy_route)
+        await self._proxy.start(self.host, self._proxy_port)
+
+    async def _proxy_route(self, host: str, port: int) -> tuple[str, int] | None:
+        """Where the proxy sends ``CONNECT host:port``: vault NAME (added on first use) for
+        ``NAME.vault.azure.net:443``; None (tunnel to the host itself) for anything else."""
+        match = VAULT_HOST.match(host)
+        if match is None or port != 443 or self._state is not _State.OPENED:
+            return None
+        name = match.group(1)
+        if name not in self._vault_ports:
+            await self.add_vault(name)
+        return self.host, self._vault_ports[name]
 
     def _listen(self, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
@@ -207,6 +227,9 @@ class KeyVaultEmulator:
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
+        if self._proxy is not None:
+            await self._proxy.aclose()
+            self._proxy = None
         for runner in (self._runner, self._identity_runner):
             if runner is not None:
                 await self._stop_runner(runner)
@@ -255,6 +278,7 @@ class KeyVaultEmulator:
         sock = self._listen(port)
         actual = sock.getsockname()[1]
         self._vault_for_port[actual] = name
+        self._vault_ports[name] = actual
         self._store.add_vault(name)
         self._store.commit()
         await web.SockSite(self._runner, sock, ssl_context=self._server_ctx).start()
@@ -304,10 +328,21 @@ class KeyVaultEmulator:
         assert self._identity_endpoint is not None
         return self._identity_endpoint
 
+    @property
+    def proxy_url(self) -> str:
+        """The HTTPS proxy (``HTTPS_PROXY``) that routes ``NAME.vault.azure.net`` to vault NAME."""
+        self._require_open()
+        assert self._proxy is not None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self._proxy.port}"
+
     def environment(self) -> dict[str, str]:
         """Environment for a child process: vault URLs (``VAULT_URL``, ``VAULT_URL_<NAME>``), CA
-        trust (``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``) and managed identity
-        (``IDENTITY_ENDPOINT``, ``IDENTITY_HEADER``)."""
+        trust (``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``), managed identity
+        (``IDENTITY_ENDPOINT``, ``IDENTITY_HEADER``), and for code that builds
+        ``https://{KEY_VAULT_NAME}.vault.azure.net``: ``KEY_VAULT_NAME`` and the proxy
+        (``HTTPS_PROXY``/``https_proxy``, with ``NO_PROXY``/``no_proxy`` keeping loopback, the
+        vault URLs and the identity endpoint, direct)."""
         env = {"VAULT_URL": self.vault_url}
         for name, url in self._vault_urls.items():
             if name != DEFAULT_VAULT:
@@ -315,6 +350,12 @@ class KeyVaultEmulator:
         env["SSL_CERT_FILE"] = env["REQUESTS_CA_BUNDLE"] = str(self.ca_file)
         env["IDENTITY_ENDPOINT"] = self.identity_endpoint
         env["IDENTITY_HEADER"] = self.identity_header
+        env["KEY_VAULT_NAME"] = DEFAULT_VAULT
+        env["HTTPS_PROXY"] = env["https_proxy"] = self.proxy_url
+        kept = os.environ.get("NO_PROXY") or os.environ.get("no_proxy") or ""
+        bypass = [*kept.split(","), self.host, "127.0.0.1", "localhost", "::1"]
+        no_proxy = ",".join(dict.fromkeys(b.strip() for b in bypass if b.strip()))
+        env["NO_PROXY"] = env["no_proxy"] = no_proxy
         return env
 
     def ssl_context(self) -> ssl.SSLContext:
