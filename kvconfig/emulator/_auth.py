@@ -45,6 +45,11 @@ class TokenIssuer:
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key or secrets.token_bytes(32)
 
+    @property
+    def key(self) -> bytes:
+        """The signing key (kept next to ``--data`` so tokens survive a restart)."""
+        return self._key
+
     def __repr__(self) -> str:
         return "TokenIssuer()"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import shlex
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 
 from kvconfig.emulator._certs import CertificateAuthority
 from kvconfig.emulator._emulator import KeyVaultEmulator
+from kvconfig.emulator._server import RequestRecord
 
 __all__ = ["add_parser", "run"]
 
@@ -26,6 +28,7 @@ examples:
   kvconfig emulator --data .kv/vault.db  keep secrets (and the CA) across restarts
   kvconfig emulator --vault second       a second vault too, at $VAULT_URL_SECOND
   kvconfig emulator --latency-ms 20      answer like a vault one network hop away
+  kvconfig emulator --log-requests       one stderr line per request (count what clients send)
 """
 
 
@@ -72,14 +75,34 @@ def add_parser(subparsers: Any) -> None:
         default=0,
         help="port of the HTTPS proxy that routes NAME.vault.azure.net to vault NAME",
     )
+    parser.add_argument(
+        "--log-requests",
+        action="store_true",
+        help="print one line per vault request to stderr: time, vault, method, path, status, ms "
+        "(never a body, a query or a token)",
+    )
     parser.set_defaults(func=run)
+
+
+def format_request(record: RequestRecord) -> str:
+    """One ``--log-requests`` line: UTC time, vault, method, path, status, milliseconds."""
+    stamp = dt.datetime.fromtimestamp(record.wall_time, dt.UTC).isoformat(timespec="milliseconds")
+    path = record.path.encode("unicode_escape").decode("ascii")  # one line, whatever was sent
+    return (
+        f"{stamp.replace('+00:00', 'Z')} {record.vault or '-'} {record.method} {path} "
+        f"{record.status} {record.duration_ms:.1f}ms"
+    )
+
+
+def log_request(record: RequestRecord) -> None:
+    print(format_request(record), file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of the sub-command."""
     try:
         return asyncio.run(_serve(args))
-    except (OSError, sqlite3.Error) as exc:  # port in use, unusable data file, ...
+    except (OSError, sqlite3.Error, ValueError) as exc:  # port in use, unusable data file, ...
         print(f"kvconfig emulator: {exc}", file=sys.stderr)
         return 1
 
@@ -108,6 +131,7 @@ async def _serve(args: argparse.Namespace) -> int:
         ca_file=ca_file,
         identity_port=args.identity_port,
         proxy_port=args.proxy_port,
+        request_logger=log_request if args.log_requests else None,
     ) as emu:
         for name in args.vault:
             await emu.add_vault(name)

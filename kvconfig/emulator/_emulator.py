@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import datetime as dt
 import enum
 import ipaddress
+import json
 import os
 import secrets
 import shutil
 import socket
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,7 +31,7 @@ from kvconfig.emulator._auth import (
     TokenIssuer,
     identity_app,
 )
-from kvconfig.emulator._certs import CertificateAuthority, write_atomic
+from kvconfig.emulator._certs import CertificateAuthority, system_ca_pem, write_atomic
 from kvconfig.emulator._faults import Faults
 from kvconfig.emulator._proxy import VAULT_HOST, ConnectProxy
 from kvconfig.emulator._server import RequestRecord, VaultRunner, VaultServer
@@ -88,6 +91,13 @@ class KeyVaultEmulator:
         latency_ms: Added latency per request (see :attr:`faults`).
         ca: Certificate authority to issue the server certificate; generated when ``None``.
         ca_file: Where to write the CA certificate; a temp dir removed on close when ``None``.
+            The bundle (system CAs + this CA) is written beside it (``*-bundle.pem``).
+        identity_port: Port of the managed-identity endpoint; 0 lets the OS choose.
+        proxy_port: Port of the HTTPS proxy (``NAME.vault.azure.net``); 0 lets the OS choose.
+        request_logger: Called with each :class:`RequestRecord` once its answer is sent.
+
+    With ``data``, the token-signing key and ``IDENTITY_HEADER`` are kept beside it
+    (``FILE.auth.json``, owner-only), so a restart on the same ports keeps clients working.
     """
 
     def __init__(
@@ -101,6 +111,7 @@ class KeyVaultEmulator:
         ca_file: Path | None = None,
         identity_port: int = 0,
         proxy_port: int = 0,
+        request_logger: Callable[[RequestRecord], None] | None = None,
     ) -> None:
         self.host = host
         self._port = port
@@ -109,6 +120,8 @@ class KeyVaultEmulator:
         self._ca_file_arg = ca_file
         self._identity_port = identity_port
         self._proxy_port = proxy_port
+        self._request_logger = request_logger
+        self._ca_bundle_file: Path | None = None
         self._proxy: ConnectProxy | None = None
         self._vault_ports: dict[str, int] = {}
         self.faults = Faults(latency_ms)
@@ -167,6 +180,14 @@ class KeyVaultEmulator:
         else:
             self._ca_file = self._ca_file_arg
         write_atomic(self._ca_file, ca.cert_pem)  # a kill mid-write must not tear a kept CA
+        # What a shell that ran the exports trusts: the system's CAs and this one, so other HTTPS
+        # clients in it keep working.
+        self._ca_bundle_file = self._ca_file.with_name(self._ca_file.stem + "-bundle.pem")
+        system = system_ca_pem()
+        sep = b"" if not system or system.endswith(b"\n") else b"\n"
+        write_atomic(self._ca_bundle_file, system + sep + ca.cert_pem)
+        if self._data is not None:
+            self._load_auth(self._data.with_name(self._data.name + ".auth.json"))
         # *.vault.azure.net: the proxy splices NAME.vault.azure.net to a vault's own socket.
         ips, dns = ["127.0.0.1"], ["localhost", "*.vault.azure.net"]
         try:
@@ -182,7 +203,12 @@ class KeyVaultEmulator:
 
         self._store = Store(self._data)
         server = VaultServer(
-            self._store, self.faults, self._issuer, self._vault_for_port, self.requests
+            self._store,
+            self.faults,
+            self._issuer,
+            self._vault_for_port,
+            self.requests,
+            self._request_logger,
         )
         self._runner = VaultRunner(
             server.app(), handle_signals=False, access_log=None, shutdown_timeout=2.0
@@ -213,6 +239,29 @@ class KeyVaultEmulator:
         if name not in self._vault_ports:
             await self.add_vault(name)
         return self.host, self._vault_ports[name]
+
+    def _load_auth(self, path: Path) -> None:
+        """Reuse the signing key and identity header kept at ``path``, or keep these there."""
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            key = base64.b64decode(doc["signing_key"], validate=True)
+            header = doc["identity_header"]
+            if len(key) < 32 or not isinstance(header, str) or not header:
+                raise ValueError
+        except FileNotFoundError:
+            doc = {
+                "signing_key": base64.b64encode(self._issuer.key).decode("ascii"),
+                "identity_header": self.identity_header,
+            }
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, json.dumps(doc).encode(), 0o600)
+            return
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise ValueError(
+                f"{path} is not the emulator's auth file; remove it to start with new tokens"
+            ) from None
+        self._issuer = TokenIssuer(key)
+        self.identity_header = header
 
     def _listen(self, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
@@ -322,6 +371,14 @@ class KeyVaultEmulator:
         return self._ca_file
 
     @property
+    def ca_bundle_file(self) -> Path:
+        """The system's trusted CAs plus the emulator's CA (PEM): what ``SSL_CERT_FILE`` and
+        ``REQUESTS_CA_BUNDLE`` point at, so other HTTPS clients keep trusting public hosts."""
+        self._require_open()
+        assert self._ca_bundle_file is not None
+        return self._ca_bundle_file
+
+    @property
     def identity_endpoint(self) -> str:
         """App Service style managed-identity endpoint (``IDENTITY_ENDPOINT``), plain http."""
         self._require_open()
@@ -347,7 +404,7 @@ class KeyVaultEmulator:
         for name, url in self._vault_urls.items():
             if name != DEFAULT_VAULT:
                 env[f"VAULT_URL_{name.upper().replace('-', '_')}"] = url
-        env["SSL_CERT_FILE"] = env["REQUESTS_CA_BUNDLE"] = str(self.ca_file)
+        env["SSL_CERT_FILE"] = env["REQUESTS_CA_BUNDLE"] = str(self.ca_bundle_file)
         env["IDENTITY_ENDPOINT"] = self.identity_endpoint
         env["IDENTITY_HEADER"] = self.identity_header
         env["KEY_VAULT_NAME"] = DEFAULT_VAULT

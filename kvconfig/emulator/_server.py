@@ -53,7 +53,8 @@ class RequestRecord:
     """One served vault API request (challenges and injected faults included).
 
     ``status`` is the final HTTP status, or 0 when the connection was reset on purpose.
-    ``time`` is ``time.monotonic()`` when the request arrived.
+    ``time`` is ``time.monotonic()`` when the request arrived; ``duration_ms`` how long it took
+    to answer; ``wall_time`` is ``time.time()`` when it arrived.
     """
 
     method: str
@@ -62,6 +63,8 @@ class RequestRecord:
     vault: str
     query: dict[str, str] = field(default_factory=dict)
     time: float = 0.0
+    duration_ms: float = 0.0
+    wall_time: float = 0.0
 
 
 class _Reset(Exception):
@@ -258,12 +261,14 @@ class VaultServer:
         issuer: TokenIssuer,
         vault_for_port: dict[int, str],
         requests: list[RequestRecord],
+        on_request: Callable[[RequestRecord], None] | None = None,
     ) -> None:
         self._store = store
         self._faults = faults
         self._issuer = issuer
         self._vault_for_port = vault_for_port
         self._requests = requests
+        self._on_request = on_request
 
     def app(self) -> web.Application:
         # Every request is the vault API's to answer: aiohttp's router would send a text/plain
@@ -283,6 +288,7 @@ class VaultServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
+        wall = time.time()
         vault = self._vault(request)
         status = 0
         try:
@@ -296,11 +302,22 @@ class VaultServer:
             # as a handler error); the log records status 0.
             return web.Response(status=500)
         finally:
-            self._requests.append(
-                RequestRecord(
-                    request.method, request.path, status, vault, dict(request.query), arrived
-                )
+            record = RequestRecord(
+                request.method,
+                request.path,
+                status,
+                vault,
+                dict(request.query),
+                arrived,
+                (time.monotonic() - arrived) * 1000,
+                wall,
             )
+            self._requests.append(record)
+            if self._on_request is not None:
+                try:
+                    self._on_request(record)
+                except Exception:  # a broken logger must not break serving
+                    _log.exception("request logger failed")
 
     async def _serve(self, request: web.Request, vault: str) -> web.Response:
         try:
