@@ -37,6 +37,7 @@ Behaviour worth knowing (decisions where the real service is undocumented):
 
 from __future__ import annotations
 
+from kvconfig.emulator._access import Identity
 from kvconfig.emulator._certs import CertificateAuthority
 from kvconfig.emulator._emulator import KeyVaultEmulator
 from kvconfig.emulator._errors import ServiceError
@@ -48,6 +49,7 @@ __all__ = [
     "CertificateAuthority",
     "EmulatorThread",
     "Faults",
+    "Identity",
     "KeyVaultEmulator",
     "RequestRecord",
     "ServiceError",

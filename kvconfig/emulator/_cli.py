@@ -15,6 +15,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from kvconfig.emulator._access import PERMISSIONS, parse_identity_flag
+from kvconfig.emulator._auth import DEFAULT_CLIENT_ID
 from kvconfig.emulator._certs import CertificateAuthority
 from kvconfig.emulator._emulator import KeyVaultEmulator
 from kvconfig.emulator._server import RequestRecord
@@ -29,6 +31,9 @@ examples:
   kvconfig emulator --vault second       a second vault too, at $VAULT_URL_SECOND
   kvconfig emulator --latency-ms 20      answer like a vault one network hop away
   kvconfig emulator --log-requests       one stderr line per request (count what clients send)
+  kvconfig emulator --identity app:get,list@default
+                                         identity `app` (AZURE_CLIENT_ID=app) may only get and
+                                         list secrets of vault `default` (all on other vaults)
 """
 
 
@@ -81,6 +86,23 @@ def add_parser(subparsers: Any) -> None:
         help="print one line per vault request to stderr: time, vault, method, path, status, ms "
         "(never a body, a query or a token)",
     )
+    parser.add_argument(
+        "--identity",
+        action="append",
+        default=[],
+        metavar="CLIENT_ID[:PERMS][@VAULT]",
+        help="declare a managed identity and its secret permissions (comma-separated: "
+        + ",".join(sorted(PERMISSIONS))
+        + ", or all) on one vault or, without @VAULT, every vault; repeatable. The client id "
+        "`default` is the identity used without AZURE_CLIENT_ID",
+    )
+    parser.add_argument(
+        "--token-lifetime",
+        type=int,
+        default=24 * 3600,
+        metavar="SECONDS",
+        help="lifetime of issued tokens (default 86400)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -96,6 +118,24 @@ def format_request(record: RequestRecord) -> str:
 
 def log_request(record: RequestRecord) -> None:
     print(format_request(record), file=sys.stderr, flush=True)
+
+
+def _declare_identities(emu: KeyVaultEmulator, flags: list[str]) -> None:
+    """Apply ``--identity`` flags: without @VAULT they set the identity's permissions on every
+    vault, with @VAULT on that vault only (later flags win)."""
+    declared: dict[str, tuple[frozenset[str], dict[str, frozenset[str]]]] = {}
+    for flag in flags:
+        client_id, permissions, vault = parse_identity_flag(flag)
+        if client_id.lower() == "default":
+            client_id = DEFAULT_CLIENT_ID
+        everywhere, per_vault = declared.get(client_id, (PERMISSIONS, {}))
+        if vault is None:
+            everywhere = permissions
+        else:
+            per_vault[vault] = permissions
+        declared[client_id] = (everywhere, per_vault)
+    for client_id, (everywhere, per_vault) in declared.items():
+        emu.add_identity(client_id, everywhere, vaults=per_vault)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,7 +172,9 @@ async def _serve(args: argparse.Namespace) -> int:
         identity_port=args.identity_port,
         proxy_port=args.proxy_port,
         request_logger=log_request if args.log_requests else None,
+        token_lifetime_s=args.token_lifetime,
     ) as emu:
+        _declare_identities(emu, args.identity)
         for name in args.vault:
             await emu.add_vault(name)
         env = emu.environment()

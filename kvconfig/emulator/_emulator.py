@@ -15,7 +15,7 @@ import shutil
 import socket
 import ssl
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,7 +25,9 @@ from aiohttp import web
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.keyvault.secrets.aio import SecretClient
 
+from kvconfig.emulator._access import AccessPolicies, Identity
 from kvconfig.emulator._auth import (
+    TOKEN_LIFETIME_S,
     EmulatorCredential,
     EmulatorSyncCredential,
     TokenIssuer,
@@ -95,6 +97,7 @@ class KeyVaultEmulator:
         identity_port: Port of the managed-identity endpoint; 0 lets the OS choose.
         proxy_port: Port of the HTTPS proxy (``NAME.vault.azure.net``); 0 lets the OS choose.
         request_logger: Called with each :class:`RequestRecord` once its answer is sent.
+        token_lifetime_s: Lifetime of the tokens the emulator issues (Entra's are 60-90 min).
 
     With ``data``, the token-signing key and ``IDENTITY_HEADER`` are kept beside it
     (``FILE.auth.json``, owner-only), so a restart on the same ports keeps clients working.
@@ -112,6 +115,7 @@ class KeyVaultEmulator:
         identity_port: int = 0,
         proxy_port: int = 0,
         request_logger: Callable[[RequestRecord], None] | None = None,
+        token_lifetime_s: int = TOKEN_LIFETIME_S,
     ) -> None:
         self.host = host
         self._port = port
@@ -127,7 +131,9 @@ class KeyVaultEmulator:
         self.faults = Faults(latency_ms)
         self.requests: list[RequestRecord] = []
         self.identity_header = secrets.token_urlsafe(24)
-        self._issuer = TokenIssuer()
+        self._issuer = TokenIssuer(lifetime_s=token_lifetime_s)
+        self._token_lifetime_s = token_lifetime_s
+        self._access = AccessPolicies()
         self._store: Store | None = None
         self._vault_for_port: dict[int, str] = {}
         self._vault_urls: dict[str, str] = {}
@@ -209,13 +215,16 @@ class KeyVaultEmulator:
             self._vault_for_port,
             self.requests,
             self._request_logger,
+            self._access,
         )
         self._runner = VaultRunner(
             server.app(), handle_signals=False, access_log=None, shutdown_timeout=2.0
         )
         await self._runner.setup()
         self._identity_runner = web.AppRunner(
-            identity_app(self._issuer, self.identity_header), handle_signals=False, access_log=None
+            identity_app(self._issuer, self.identity_header, self._access),
+            handle_signals=False,
+            access_log=None,
         )
         await self._identity_runner.setup()
         sock = self._listen(self._identity_port)
@@ -260,7 +269,7 @@ class KeyVaultEmulator:
             raise ValueError(
                 f"{path} is not the emulator's auth file; remove it to start with new tokens"
             ) from None
-        self._issuer = TokenIssuer(key)
+        self._issuer = TokenIssuer(key, self._token_lifetime_s)
         self.identity_header = header
 
     def _listen(self, port: int) -> socket.socket:
@@ -421,23 +430,55 @@ class KeyVaultEmulator:
             self._client_ctx = self.ca.client_context()
         return self._client_ctx
 
-    def credential(self) -> EmulatorCredential:
-        """An ``AsyncTokenCredential`` whose (24 h) tokens this emulator accepts."""
-        return EmulatorCredential(self._issuer)
+    def credential(self, client_id: str | None = None) -> EmulatorCredential:
+        """An ``AsyncTokenCredential`` whose tokens (of the default identity, or of a declared
+        ``client_id``) this emulator accepts."""
+        identity = self._identity(client_id)
+        return EmulatorCredential(self._issuer, identity.client_id, identity.object_id)
 
-    def sync_credential(self) -> EmulatorSyncCredential:
+    def sync_credential(self, client_id: str | None = None) -> EmulatorSyncCredential:
         """A sync ``TokenCredential`` for the ``requests``-based ``SecretClient``."""
-        return EmulatorSyncCredential(self._issuer)
+        identity = self._identity(client_id)
+        return EmulatorSyncCredential(self._issuer, identity.client_id, identity.object_id)
+
+    def _identity(self, client_id: str | None) -> Identity:
+        identity = self._access.find(client_id)
+        if identity is None:
+            raise KeyError(f"no identity with client_id {client_id!r}; add it with add_identity()")
+        return identity
+
+    # -- identities and permissions -------------------------------------------------------------
+
+    def add_identity(
+        self,
+        client_id: str,
+        permissions: Iterable[str] = ("all",),
+        *,
+        vaults: Mapping[str, Iterable[str]] | None = None,
+    ) -> Identity:
+        """Declare a managed identity (what ``AZURE_CLIENT_ID`` names) and its secret
+        permissions: ``permissions`` on every vault, ``vaults`` per vault (e.g.
+        ``{"default": ["get"]}``). Permissions: get, list, set, delete, backup, restore,
+        recover, purge, or ``all``. The managed-identity endpoint then issues its tokens when
+        asked with ``client_id``; a request outside its permissions gets 403 ``Forbidden``."""
+        return self._access.add(client_id, permissions, vaults=vaults)
+
+    def set_permissions(self, client_id: str, vault: str, permissions: Iterable[str]) -> None:
+        """Replace an identity's secret permissions on one vault (the default identity's too:
+        ``client_id`` ``00000000-0000-0000-0000-00000000e1e1``)."""
+        self._access.set_permissions(client_id, vault, permissions)
 
     def secret_client(self, vault: str = DEFAULT_VAULT, **kwargs: Any) -> SecretClient:
         """An aio ``SecretClient`` for a vault, over one pooled session trusting the CA.
 
         ``verify_challenge_resource=False`` is set (required for loopback hosts). Closing the
-        client closes its session.
+        client closes its session. ``credential=emu.credential(client_id)`` acts as another
+        identity.
         """
         kwargs.setdefault("verify_challenge_resource", False)
         kwargs.setdefault("transport", _PooledTransport(self.ssl_context()))
-        return SecretClient(self.vault_url_for(vault), self.credential(), **kwargs)
+        credential = kwargs.pop("credential", None) or self.credential()
+        return SecretClient(self.vault_url_for(vault), credential, **kwargs)
 
     # -- request log ---------------------------------------------------------------------------
 

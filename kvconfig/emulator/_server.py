@@ -20,6 +20,7 @@ from urllib.parse import unquote
 from aiohttp import HttpVersion11, http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 
+from kvconfig.emulator._access import AccessPolicies
 from kvconfig.emulator._auth import CHALLENGE, TokenIssuer
 from kvconfig.emulator._errors import ServiceError
 from kvconfig.emulator._faults import Fault, Faults
@@ -262,6 +263,7 @@ class VaultServer:
         vault_for_port: dict[int, str],
         requests: list[RequestRecord],
         on_request: Callable[[RequestRecord], None] | None = None,
+        access: AccessPolicies | None = None,
     ) -> None:
         self._store = store
         self._faults = faults
@@ -269,6 +271,7 @@ class VaultServer:
         self._vault_for_port = vault_for_port
         self._requests = requests
         self._on_request = on_request
+        self._access = access or AccessPolicies()
 
     def app(self) -> web.Application:
         # Every request is the vault API's to answer: aiohttp's router would send a text/plain
@@ -328,9 +331,14 @@ class VaultServer:
             if fault is not None:
                 return self._fault(request, fault)
             # The challenge is decided on the header alone, before routing or reading the body.
-            if not self._issuer.verify(request.headers.get("Authorization")):
-                return self._error(request, ServiceError.unauthorized())
+            claims = self._issuer.check(request.headers.get("Authorization"))
+            rejected = self._faults.token_rejection(claims.client_id, claims.issued_at)
+            if rejected == "expired":
+                raise ServiceError(401, "Unauthorized", "AKV10032: The access token has expired.")
+            if rejected is not None:
+                raise ServiceError(401, "Unauthorized", "AKV10032: The access token was revoked.")
             call, handler, is_create = self._route(request, vault)
+            self._access.authorize(claims.client_id, vault, _PERMISSION[handler.__name__])
             if self._faults.throttled(vault, is_create):
                 return self._error(request, ServiceError.throttled())
             response = await handler(call)
@@ -518,6 +526,24 @@ class VaultServer:
         secret = self._store.restore(call.vault, blob)
         await self._commit()
         return _json(_item(call, secret, secret.latest, versioned=True))
+
+
+# The access-policy permission each operation needs (Key Vault's REST reference: reading a
+# deleted secret needs `list`).
+_PERMISSION = {
+    "_get": "get",
+    "_set": "set",
+    "_update": "set",
+    "_delete": "delete",
+    "_list": "list",
+    "_list_versions": "list",
+    "_list_deleted": "list",
+    "_get_deleted": "list",
+    "_purge": "purge",
+    "_recover": "recover",
+    "_backup": "backup",
+    "_restore": "restore",
+}
 
 
 async def _expect(request: web.Request) -> None:
