@@ -45,13 +45,15 @@ def _check(permissions: Iterable[str]) -> frozenset[str]:
 class Identity:
     """A caller: ``client_id`` (appid), ``object_id`` (oid), and its permissions.
 
-    ``permissions`` apply to every vault not named in ``vault_permissions``.
+    ``permissions`` apply to every vault not named in ``vault_permissions``. An identity with a
+    ``client_secret`` is also a service principal (never shown in its repr).
     """
 
     client_id: str
     object_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     permissions: frozenset[str] = PERMISSIONS
     vault_permissions: dict[str, frozenset[str]] = field(default_factory=dict)
+    client_secret: str | None = field(default=None, repr=False)
 
     def allowed(self, vault: str) -> frozenset[str]:
         return self.vault_permissions.get(vault, self.permissions)
@@ -73,6 +75,7 @@ class AccessPolicies:
         permissions: Iterable[str] = PERMISSIONS,
         *,
         vaults: Mapping[str, Iterable[str]] | None = None,
+        client_secret: str | None = None,
     ) -> Identity:
         """Declare (or redeclare) an identity; return it."""
         if not client_id or not client_id.strip():
@@ -81,6 +84,7 @@ class AccessPolicies:
             client_id,
             permissions=_check(permissions),
             vault_permissions={v: _check(p) for v, p in (vaults or {}).items()},
+            client_secret=client_secret,
         )
         old = self._identities.get(client_id.lower())
         if old is not None:
@@ -97,6 +101,10 @@ class AccessPolicies:
             return self._identities[client_id.lower()]
         except KeyError:
             raise KeyError(f"no identity with client_id {client_id!r}") from None
+
+    @property
+    def has_service_principals(self) -> bool:
+        return any(i.client_secret is not None for i in self._identities.values())
 
     def find(self, client_id: str | None) -> Identity | None:
         return self._identities.get((client_id or DEFAULT_CLIENT_ID).lower())

@@ -12,11 +12,12 @@ import signal
 import sqlite3
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kvconfig.emulator._access import PERMISSIONS, parse_identity_flag
-from kvconfig.emulator._auth import DEFAULT_CLIENT_ID
+from kvconfig.emulator._auth import DEFAULT_CLIENT_ID, TENANT_ID
 from kvconfig.emulator._certs import CertificateAuthority
 from kvconfig.emulator._emulator import KeyVaultEmulator
 from kvconfig.emulator._server import RequestRecord
@@ -97,6 +98,15 @@ def add_parser(subparsers: Any) -> None:
         "`default` is the identity used without AZURE_CLIENT_ID",
     )
     parser.add_argument(
+        "--client-secret",
+        action="append",
+        default=[],
+        metavar="CLIENT_ID=SECRET",
+        help="make an identity a service principal with this secret: EnvironmentCredential "
+        "(AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_TENANT_ID="
+        f"{TENANT_ID}) then gets tokens from login.microsoftonline.com through the proxy",
+    )
+    parser.add_argument(
         "--token-lifetime",
         type=int,
         default=24 * 3600,
@@ -120,10 +130,20 @@ def log_request(record: RequestRecord) -> None:
     print(format_request(record), file=sys.stderr, flush=True)
 
 
-def _declare_identities(emu: KeyVaultEmulator, flags: list[str]) -> None:
-    """Apply ``--identity`` flags: without @VAULT they set the identity's permissions on every
-    vault, with @VAULT on that vault only (later flags win)."""
-    declared: dict[str, tuple[frozenset[str], dict[str, frozenset[str]]]] = {}
+def _declare_identities(
+    emu: KeyVaultEmulator, flags: list[str], client_secrets: Sequence[str] = ()
+) -> None:
+    """Apply ``--identity`` flags (without @VAULT they set the identity's permissions on every
+    vault, with @VAULT on that vault only; later flags win) and ``--client-secret`` flags."""
+    secrets: dict[str, str] = {}
+    for flag in client_secrets:
+        client_id, sep, secret = flag.partition("=")
+        if not sep or not client_id.strip() or not secret:
+            raise ValueError("--client-secret needs CLIENT_ID=SECRET")
+        secrets[client_id.strip()] = secret
+    declared: dict[str, tuple[frozenset[str], dict[str, frozenset[str]]]] = {
+        client_id: (PERMISSIONS, {}) for client_id in secrets
+    }
     for flag in flags:
         client_id, permissions, vault = parse_identity_flag(flag)
         if client_id.lower() == "default":
@@ -135,7 +155,9 @@ def _declare_identities(emu: KeyVaultEmulator, flags: list[str]) -> None:
             per_vault[vault] = permissions
         declared[client_id] = (everywhere, per_vault)
     for client_id, (everywhere, per_vault) in declared.items():
-        emu.add_identity(client_id, everywhere, vaults=per_vault)
+        emu.add_identity(
+            client_id, everywhere, vaults=per_vault, client_secret=secrets.get(client_id)
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,7 +196,7 @@ async def _serve(args: argparse.Namespace) -> int:
         request_logger=log_request if args.log_requests else None,
         token_lifetime_s=args.token_lifetime,
     ) as emu:
-        _declare_identities(emu, args.identity)
+        _declare_identities(emu, args.identity, args.client_secret)
         for name in args.vault:
             await emu.add_vault(name)
         env = emu.environment()

@@ -27,6 +27,7 @@ from azure.keyvault.secrets.aio import SecretClient
 
 from kvconfig.emulator._access import AccessPolicies, Identity
 from kvconfig.emulator._auth import (
+    TENANT_ID,
     TOKEN_LIFETIME_S,
     EmulatorCredential,
     EmulatorSyncCredential,
@@ -34,6 +35,7 @@ from kvconfig.emulator._auth import (
     identity_app,
 )
 from kvconfig.emulator._certs import CertificateAuthority, system_ca_pem, write_atomic
+from kvconfig.emulator._entra import ENTRA_HOST, entra_app
 from kvconfig.emulator._faults import Faults
 from kvconfig.emulator._proxy import VAULT_HOST, ConnectProxy
 from kvconfig.emulator._server import RequestRecord, VaultRunner, VaultServer
@@ -134,6 +136,8 @@ class KeyVaultEmulator:
         self._issuer = TokenIssuer(lifetime_s=token_lifetime_s)
         self._token_lifetime_s = token_lifetime_s
         self._access = AccessPolicies()
+        self._entra_runner: web.AppRunner | None = None
+        self._entra_port = 0
         self._store: Store | None = None
         self._vault_for_port: dict[int, str] = {}
         self._vault_urls: dict[str, str] = {}
@@ -195,7 +199,8 @@ class KeyVaultEmulator:
         if self._data is not None:
             self._load_auth(self._data.with_name(self._data.name + ".auth.json"))
         # *.vault.azure.net: the proxy splices NAME.vault.azure.net to a vault's own socket.
-        ips, dns = ["127.0.0.1"], ["localhost", "*.vault.azure.net"]
+        # and login.microsoftonline.com to the Entra stand-in (once a service principal exists).
+        ips, dns = ["127.0.0.1"], ["localhost", "*.vault.azure.net", ENTRA_HOST]
         try:
             ipaddress.ip_address(self.host)
             is_ip = True
@@ -231,6 +236,14 @@ class KeyVaultEmulator:
         await web.SockSite(self._identity_runner, sock).start()
         self._identity_endpoint = f"http://{self.host}:{sock.getsockname()[1]}/msi/token"
 
+        self._entra_runner = web.AppRunner(
+            entra_app(self._issuer, self._access), handle_signals=False, access_log=None
+        )
+        await self._entra_runner.setup()
+        sock = self._listen(0)
+        await web.SockSite(self._entra_runner, sock, ssl_context=self._server_ctx).start()
+        self._entra_port = sock.getsockname()[1]
+
         await self.add_vault(DEFAULT_VAULT, port=self._port)
         for name in self._store.vault_names:  # vaults persisted by an earlier run
             if name not in self._vault_urls:
@@ -240,7 +253,10 @@ class KeyVaultEmulator:
 
     async def _proxy_route(self, host: str, port: int) -> tuple[str, int] | None:
         """Where the proxy sends ``CONNECT host:port``: vault NAME (added on first use) for
-        ``NAME.vault.azure.net:443``; None (tunnel to the host itself) for anything else."""
+        ``NAME.vault.azure.net:443``; the Entra stand-in for ``login.microsoftonline.com:443``
+        once a service principal is declared; None (tunnel to the host itself) otherwise."""
+        if host == ENTRA_HOST and port == 443 and self._access.has_service_principals:
+            return self.host, self._entra_port
         match = VAULT_HOST.match(host)
         if match is None or port != 443 or self._state is not _State.OPENED:
             return None
@@ -288,10 +304,10 @@ class KeyVaultEmulator:
         if self._proxy is not None:
             await self._proxy.aclose()
             self._proxy = None
-        for runner in (self._runner, self._identity_runner):
+        for runner in (self._runner, self._identity_runner, self._entra_runner):
             if runner is not None:
                 await self._stop_runner(runner)
-        self._runner = self._identity_runner = None
+        self._runner = self._identity_runner = self._entra_runner = None
         if self._store is not None:
             self._store.close()
         if self._tmpdir is not None:
@@ -455,13 +471,24 @@ class KeyVaultEmulator:
         permissions: Iterable[str] = ("all",),
         *,
         vaults: Mapping[str, Iterable[str]] | None = None,
+        client_secret: str | None = None,
     ) -> Identity:
         """Declare a managed identity (what ``AZURE_CLIENT_ID`` names) and its secret
         permissions: ``permissions`` on every vault, ``vaults`` per vault (e.g.
         ``{"default": ["get"]}``). Permissions: get, list, set, delete, backup, restore,
         recover, purge, or ``all``. The managed-identity endpoint then issues its tokens when
-        asked with ``client_id``; a request outside its permissions gets 403 ``Forbidden``."""
-        return self._access.add(client_id, permissions, vaults=vaults)
+        asked with ``client_id``; a request outside its permissions gets 403 ``Forbidden``.
+
+        With ``client_secret`` it is also a service principal: ``EnvironmentCredential``
+        (``AZURE_CLIENT_ID``, ``AZURE_CLIENT_SECRET``, ``AZURE_TENANT_ID`` =
+        :attr:`tenant_id`) gets its tokens from ``login.microsoftonline.com`` through the
+        emulator's proxy, which then routes that host to the emulator."""
+        return self._access.add(client_id, permissions, vaults=vaults, client_secret=client_secret)
+
+    @property
+    def tenant_id(self) -> str:
+        """The tenant the vaults' challenge names (what ``AZURE_TENANT_ID`` must be)."""
+        return TENANT_ID
 
     def set_permissions(self, client_id: str, vault: str, permissions: Iterable[str]) -> None:
         """Replace an identity's secret permissions on one vault (the default identity's too:

@@ -245,13 +245,21 @@ def test_cli_identity_flags() -> None:
             self.calls: list[tuple[str, frozenset[str], dict[str, frozenset[str]]]] = []
 
         def add_identity(
-            self, client_id: str, permissions: frozenset[str], *, vaults: dict[str, frozenset[str]]
+            self,
+            client_id: str,
+            permissions: frozenset[str],
+            *,
+            vaults: dict[str, frozenset[str]],
+            client_secret: str | None,
         ) -> None:
             self.calls.append((client_id, permissions, vaults))
+            assert client_secret == ("s3" if client_id == "sp" else None)
 
     emu = Recorder()
-    _declare_identities(emu, ["reader:get,list@default", "reader:get", "default:get", "ops"])  # type: ignore[arg-type]
+    flags = ["reader:get,list@default", "reader:get", "default:get", "ops", "sp:get"]
+    _declare_identities(emu, flags, ["sp=s3"])  # type: ignore[arg-type]
     assert emu.calls == [
+        ("sp", frozenset({"get"}), {}),
         ("reader", frozenset({"get"}), {"default": frozenset({"get", "list"})}),
         ("00000000-0000-0000-0000-00000000e1e1", frozenset({"get"}), {}),
         ("ops", PERMISSIONS, {}),
@@ -265,3 +273,63 @@ def test_cli_identity_flags() -> None:
     assert result.returncode == 1
     assert result.stderr.strip().startswith("kvconfig emulator: unknown secret permission(s) gett")
     assert result.stdout == ""
+
+
+SERVICE_PRINCIPAL_CHILD = """
+import asyncio, os
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+from azure.identity import DefaultAzureCredential, EnvironmentCredential
+from azure.identity.aio import EnvironmentCredential as AioEnvironmentCredential
+from azure.keyvault.secrets import SecretClient
+from azure.keyvault.secrets.aio import SecretClient as AioSecretClient
+
+url = f"https://{os.environ['KEY_VAULT_NAME']}.vault.azure.net"
+print(SecretClient(url, DefaultAzureCredential()).get_secret("api-key").value)
+try:
+    list(SecretClient(url, EnvironmentCredential()).list_properties_of_secrets())
+except HttpResponseError as exc:
+    print(exc.status_code, exc.error.code)
+
+async def main():
+    async with AioEnvironmentCredential() as credential, AioSecretClient(url, credential) as client:
+        print((await client.get_secret("db-password")).value)
+
+asyncio.run(main())
+os.environ["AZURE_CLIENT_SECRET"] = "wrong"
+try:
+    SecretClient(url, EnvironmentCredential()).get_secret("api-key")
+except ClientAuthenticationError as exc:
+    print("refused", type(exc).__name__)
+"""
+
+
+def test_service_principal_through_environment_credential(
+    keyvault_ca: CertificateAuthority,
+) -> None:
+    """The SDK README's flow: AZURE_CLIENT_ID/SECRET/TENANT_ID, no AZURE_AUTHORITY_HOST."""
+    from kvconfig.emulator import EmulatorThread
+
+    with EmulatorThread(ca=keyvault_ca) as emu:
+        emu.seed(SEED)
+        emu.add_identity("sp-app", ["get"], client_secret="sp-secret")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "MSI_"))}
+        env |= emu.environment() | {
+            "AZURE_CLIENT_ID": "sp-app",
+            "AZURE_CLIENT_SECRET": "sp-secret",
+            "AZURE_TENANT_ID": emu.tenant_id,
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", SERVICE_PRINCIPAL_CHILD],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split("\n")[:4] == [
+            "key-1",
+            "403 Forbidden",
+            "pw-1",
+            "refused ClientAuthenticationError",
+        ]
+        assert "sp-secret" not in repr(emu.add_identity("sp-app", client_secret="sp-secret"))
