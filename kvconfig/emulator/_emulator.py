@@ -38,7 +38,7 @@ from kvconfig.emulator._certs import CertificateAuthority, system_ca_pem, write_
 from kvconfig.emulator._entra import ENTRA_HOST, entra_app
 from kvconfig.emulator._faults import Faults
 from kvconfig.emulator._proxy import VAULT_HOST, ConnectProxy
-from kvconfig.emulator._server import RequestRecord, VaultRunner, VaultServer
+from kvconfig.emulator._server import HTTP_LOG, RequestRecord, VaultServer
 from kvconfig.emulator._store import Store
 
 __all__ = ["DEFAULT_VAULT", "KeyVaultEmulator"]
@@ -222,8 +222,13 @@ class KeyVaultEmulator:
             self._request_logger,
             self._access,
         )
-        self._runner = VaultRunner(
-            server.app(), handle_signals=False, access_log=None, shutdown_timeout=2.0
+        self._runner = web.AppRunner(
+            server.app(),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=2.0,
+            logger=HTTP_LOG,
+            auto_decompress=False,  # the vault API decodes bodies itself (Azure-shaped errors)
         )
         await self._runner.setup()
         self._identity_runner = web.AppRunner(

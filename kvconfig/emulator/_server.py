@@ -12,13 +12,13 @@ import logging
 import math
 import time
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
-from aiohttp import HttpVersion11, http_exceptions, web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp import HttpVersion11, web
 
 from kvconfig.emulator._access import AccessPolicies
 from kvconfig.emulator._auth import CHALLENGE, TokenIssuer
@@ -34,7 +34,7 @@ from kvconfig.emulator._store import (
     b64url_encode,
 )
 
-__all__ = ["API_VERSIONS", "MAX_PAGE_SIZE", "RequestRecord", "VaultRunner", "VaultServer"]
+__all__ = ["API_VERSIONS", "HTTP_LOG", "MAX_PAGE_SIZE", "RequestRecord", "VaultServer"]
 
 _log = logging.getLogger("kvconfig.emulator")
 
@@ -155,6 +155,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         ) from None
     except ConnectionError:  # the client hung up mid-body: nobody to answer, nothing to log
         raise _Reset from None
+    encodings = request.headers.get("Content-Encoding", "")
+    for encoding in reversed([e.strip().lower() for e in encodings.split(",") if e.strip()]):
+        raw = _decode(raw, encoding)
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
@@ -162,6 +165,37 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ServiceError.bad_parameter("The request body must be a JSON object.")
     return body
+
+
+def _decode(raw: bytes, encoding: str) -> bytes:
+    """Undo one Content-Encoding, bounded by the body limit (aiohttp's own decompression is off
+    so that a bad encoding gets an answer in Azure's shape, not aiohttp's)."""
+    if encoding == "identity":
+        return raw
+    if encoding in ("gzip", "x-gzip"):
+        decoders = [zlib.decompressobj(16 + zlib.MAX_WBITS)]
+    elif encoding == "deflate":  # zlib-wrapped, or raw deflate as some clients send it
+        decoders = [zlib.decompressobj(), zlib.decompressobj(-zlib.MAX_WBITS)]
+    else:
+        raise ServiceError(
+            415, "UnsupportedMediaType", f"The Content-Encoding '{encoding}' is not supported."
+        )
+    for decoder in decoders:
+        try:
+            out = decoder.decompress(raw, MAX_BODY_BYTES + 1)
+        except zlib.error:
+            continue
+        if len(out) > MAX_BODY_BYTES:
+            raise ServiceError(
+                413,
+                "RequestEntityTooLarge",
+                f"The request body exceeds the maximum allowed size of {MAX_BODY_BYTES} bytes.",
+            )
+        if decoder.eof:
+            return out
+    raise ServiceError.bad_parameter(
+        f"The request body could not be read: it is not valid {encoding} data."
+    )
 
 
 def _opt_str(body: dict[str, Any], key: str) -> str | None:
@@ -547,75 +581,36 @@ _PERMISSION = {
 
 
 async def _expect(request: web.Request) -> None:
-    """Answer ``Expect: 100-continue``; ignore any other value (RFC 9110 allows it) so the request
-    gets a normal answer, where aiohttp's default handler would send a text/plain 417."""
-    if request.version == HttpVersion11 and request.headers["Expect"].lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0  # the answer proper has not started
+    """Answer ``Expect: 100-continue`` (as aiohttp's documentation does it); ignore any other
+    value (RFC 9110 allows it) so the request gets a normal answer, where aiohttp's default
+    handler would send a text/plain 417."""
+    expect = request.headers.get("Expect", "")
+    continues = request.version == HttpVersion11 and expect.lower() == "100-continue"
+    if continues and request.transport is not None:
+        request.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
-# Why a request could not be parsed, by aiohttp's exception (subclasses first). The text is ours:
-# aiohttp's message echoes the offending input.
-_MALFORMED: tuple[tuple[type[Exception], str], ...] = (
-    (http_exceptions.LineTooLong, "a request line or header field is too long"),
-    (http_exceptions.BadHttpMethod, "the HTTP method is not supported"),
-    (http_exceptions.BadStatusLine, "the request line is malformed"),
-    (http_exceptions.InvalidHeader, "a header field is malformed"),
-    (http_exceptions.PayloadEncodingError, "the body does not match its framing or encoding"),
-)
+class _ClientFaultsAtDebug(logging.Filter):
+    """aiohttp logs a request it cannot parse (over-long header, bad framing or encoding, a body
+    cut short) as an error with a traceback; it is the client's fault, so debug here. aiohttp
+    answers those itself (see :data:`HTTP_LOG`); anything else stays an error."""
 
-
-class _Protocol(RequestHandler):
-    """aiohttp's connection handler, answering a request it cannot parse in Azure's error shape.
-
-    aiohttp itself answers those text/plain, echoing the input, and logs each as an error with a
-    traceback; here they are a 400 ``BadParameter`` like every other refusal, logged at debug.
-    A body that turns out malformed after the answer (aiohttp drains unread bodies) is the
-    client's fault too: debug, not an error; aiohttp closes that connection.
-    """
-
-    def log_exception(self, *args: Any, **kw: Any) -> None:
-        if isinstance(kw.get("exc_info"), web.RequestPayloadError | http_exceptions.BadHttpMessage):
-            self.logger.debug(*args, **kw)
-        else:
-            super().log_exception(*args, **kw)
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if status >= 500 or request.writer.output_size > 0:
-            return super().handle_error(request, status, exc, message)
-        self.logger.debug("unparseable request from %s: %r", request.remote, exc)
-        reason = next((text for cls, text in _MALFORMED if isinstance(exc, cls)), None)
-        error = ServiceError(
-            status,
-            ServiceError.for_status(status).code,
-            f"The request is not valid HTTP/1.1: {reason or 'it could not be parsed'}.",
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        code = getattr(exc, "code", None)  # aiohttp's HTTP parse errors carry their status
+        client_fault = isinstance(exc, web.RequestPayloadError | ConnectionError) or (
+            isinstance(code, int) and 400 <= code < 500
         )
-        response = _json(error.body(), status=status)
-        response.headers["x-ms-error-code"] = error.code
-        response.force_close()
-        return response
+        if record.levelno >= logging.ERROR and client_fault:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
 
 
-class _Server(web.Server):
-    def __call__(self) -> RequestHandler:
-        return _Protocol(self, loop=self._loop, **self._kwargs)
-
-
-class VaultRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections answer unparseable requests in Azure's error shape."""
-
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        # aiohttp builds the Server (app handler, request factory, options); only the class that
-        # makes each connection's protocol changes. Covered by the hostile-input tests.
-        server.__class__ = _Server
-        return server
+# The logger handed to aiohttp (``AppRunner(logger=...)``, public API). A request aiohttp cannot
+# parse gets aiohttp's own answer, not Azure's shape: ``400 Bad Request``, ``text/plain``, body
+# ``400, message: <reason>``, connection closed; never a 5xx, and the server keeps serving.
+HTTP_LOG = logging.getLogger("kvconfig.emulator.http")
+HTTP_LOG.addFilter(_ClientFaultsAtDebug())
 
 
 class _MethodNotAllowed(ServiceError):
