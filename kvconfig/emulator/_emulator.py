@@ -37,8 +37,9 @@ from kvconfig.emulator._auth import (
 from kvconfig.emulator._certs import CertificateAuthority, system_ca_pem, write_atomic
 from kvconfig.emulator._entra import ENTRA_HOST, entra_app
 from kvconfig.emulator._faults import Faults
+from kvconfig.emulator._http import HTTP_LOG
 from kvconfig.emulator._proxy import VAULT_HOST, ConnectProxy
-from kvconfig.emulator._server import HTTP_LOG, RequestRecord, VaultServer
+from kvconfig.emulator._server import RequestRecord, VaultServer
 from kvconfig.emulator._store import Store
 
 __all__ = ["DEFAULT_VAULT", "KeyVaultEmulator"]
