@@ -1,28 +1,42 @@
-"""kvconfig: load pydantic-settings classes from Azure Key Vault, concurrently."""
+"""kvconfig: load pydantic-settings classes from Azure Key Vault, concurrently.
 
-from kvconfig._changes import ChangeEvent, SecretChange
-from kvconfig._errors import (
-    ClosedError,
-    ConfigurationError,
-    InvalidSecretNameError,
-    KvConfigError,
-    MissingSettingError,
-    SecretNameCollisionError,
-    SettingsValidationError,
-    VaultAuthenticationError,
-    VaultError,
-    VaultPermissionError,
-    VaultUnavailableError,
-)
-from kvconfig._fetch import FetchedSecret, SecretStatus
-from kvconfig._health import Health
-from kvconfig._names import PlannedSecret, SettingsPlan
-from kvconfig._secret import Secret
-from kvconfig._source import KeyVaultSettingsSource
-from kvconfig._vault import KeyVault
-from kvconfig._watch import ChangeStream, LiveSettings
+Names are imported on first use (PEP 562 ``__getattr__``): ``import kvconfig`` and the pytest
+plugin cost almost nothing until a name is touched; ``kvconfig.KeyVault`` then imports the Azure
+SDK, aiohttp and pydantic-settings once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kvconfig._changes import ChangeEvent, SecretChange
+    from kvconfig._dropin import AzureKeyVaultSettingsSource
+    from kvconfig._errors import (
+        ClosedError,
+        ConfigurationError,
+        InvalidSecretNameError,
+        KvConfigError,
+        MissingSettingError,
+        SecretNameCollisionError,
+        SettingsValidationError,
+        VaultAuthenticationError,
+        VaultError,
+        VaultPermissionError,
+        VaultUnavailableError,
+    )
+    from kvconfig._fetch import FetchedSecret, SecretStatus
+    from kvconfig._health import Health
+    from kvconfig._names import PlannedSecret, SettingsPlan
+    from kvconfig._secret import Secret
+    from kvconfig._source import KeyVaultSettingsSource
+    from kvconfig._sync import SyncKeyVault, SyncLiveSettings
+    from kvconfig._vault import KeyVault
+    from kvconfig._watch import ChangeStream, LiveSettings
 
 __all__ = [
+    "AzureKeyVaultSettingsSource",
     "ChangeEvent",
     "ChangeStream",
     "ClosedError",
@@ -42,8 +56,54 @@ __all__ = [
     "SecretStatus",
     "SettingsPlan",
     "SettingsValidationError",
+    "SyncKeyVault",
+    "SyncLiveSettings",
     "VaultAuthenticationError",
     "VaultError",
     "VaultPermissionError",
     "VaultUnavailableError",
 ]
+
+# public name -> private module defining it (the TYPE_CHECKING block above says the same to
+# type checkers; tests/core/test_exports.py checks the two agree).
+_WHERE: dict[str, str] = {
+    "AzureKeyVaultSettingsSource": "kvconfig._dropin",
+    "ChangeEvent": "kvconfig._changes",
+    "ChangeStream": "kvconfig._watch",
+    "ClosedError": "kvconfig._errors",
+    "ConfigurationError": "kvconfig._errors",
+    "FetchedSecret": "kvconfig._fetch",
+    "Health": "kvconfig._health",
+    "InvalidSecretNameError": "kvconfig._errors",
+    "KeyVault": "kvconfig._vault",
+    "KeyVaultSettingsSource": "kvconfig._source",
+    "KvConfigError": "kvconfig._errors",
+    "LiveSettings": "kvconfig._watch",
+    "MissingSettingError": "kvconfig._errors",
+    "PlannedSecret": "kvconfig._names",
+    "Secret": "kvconfig._secret",
+    "SecretChange": "kvconfig._changes",
+    "SecretNameCollisionError": "kvconfig._errors",
+    "SecretStatus": "kvconfig._fetch",
+    "SettingsPlan": "kvconfig._names",
+    "SettingsValidationError": "kvconfig._errors",
+    "SyncKeyVault": "kvconfig._sync",
+    "SyncLiveSettings": "kvconfig._sync",
+    "VaultAuthenticationError": "kvconfig._errors",
+    "VaultError": "kvconfig._errors",
+    "VaultPermissionError": "kvconfig._errors",
+    "VaultUnavailableError": "kvconfig._errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kvconfig' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

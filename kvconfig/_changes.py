@@ -44,6 +44,7 @@ from pydantic import BaseModel
 from kvconfig._errors import VaultError, VaultUnavailableError
 from kvconfig._fetch import FetchedSecret, SecretFetcher, SecretStatus
 from kvconfig._names import SecretRef, SettingsPlan
+from kvconfig._telemetry import outcome_name, telemetry
 from kvconfig._translate import Outcome, classify
 
 __all__ = [
@@ -302,6 +303,7 @@ class ChangeDetector:
                 page = response.json()
             except (AzureError, TimeoutError) as exc:
                 verdict = classify(exc, vault_url=self._vault_url, secret_name="*")
+                telemetry.request(self._vault_url, "list", outcome_name(verdict))  # telemetry hook
                 if verdict is None:
                     raise
                 if verdict.outcome is not Outcome.TRANSIENT:
@@ -332,6 +334,7 @@ class ChangeDetector:
                     f"vault {self._vault_url} answered a list request with a body that is not JSON",
                     vault_url=self._vault_url,
                 ) from None
+            telemetry.request(self._vault_url, "list", "ok")  # telemetry hook
             attempt = 0
             url = _read_page(page, listing)
         self.vault_size = len(listing)

@@ -38,6 +38,7 @@ from azure.keyvault.secrets.aio import SecretClient
 
 from kvconfig._errors import ClosedError
 from kvconfig._names import SecretRef
+from kvconfig._telemetry import outcome_name, telemetry
 from kvconfig._translate import Outcome, classify, unavailable_error
 
 __all__ = [
@@ -456,12 +457,14 @@ class SecretFetcher:
                     )
             except (AzureError, TimeoutError, ValueError) as exc:
                 verdict = classify(exc, vault_url=self.vault_url, secret_name=ref.name)
+                telemetry.request(self.vault_url, "get", outcome_name(verdict))  # telemetry hook
                 if verdict is None:
                     raise
                 if verdict.outcome is Outcome.PERMANENT:
                     assert verdict.error is not None
                     raise verdict.error from exc
             else:
+                telemetry.request(self.vault_url, "get", "found")  # telemetry hook
                 self._authenticated = True
                 fetched = _found(ref.name, secret, sent_at)
                 self.cache.put(key, fetched)

@@ -20,7 +20,7 @@ import inspect
 import logging
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from os import PathLike
 from types import TracebackType
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import AzureError
 from azure.keyvault.secrets.aio import SecretClient
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SecretsSettingsSource
@@ -46,15 +47,20 @@ from kvconfig._errors import (
     ConfigurationError,
     MissingSettingError,
     SettingsValidationError,
+    VaultError,
+    VaultUnavailableError,
 )
 from kvconfig._fetch import FetchedSecret, FetchResult, SecretCache, SecretFetcher, SecretStatus
 from kvconfig._names import (
+    SecretRef,
     SettingsPlan,
     is_valid_secret_name,
     plan_settings,
 )
 from kvconfig._redact import safe_errors
 from kvconfig._source import KeyVaultSettingsSource
+from kvconfig._telemetry import telemetry
+from kvconfig._translate import classify
 
 if TYPE_CHECKING:
     from kvconfig._changes import NotYetValid, OnMissing
@@ -268,10 +274,13 @@ class KeyVault:
         """
         started = time.perf_counter()
         plan = self.plan(settings_cls)
-        fetcher = self._open()
-        result = await fetcher.fetch(plan.refs)
-        self._log_load(settings_cls, plan, result, started)
-        return self._build(settings_cls, plan, result.secrets, init_kwargs)
+        names = [ref.name for ref in plan.refs]  # telemetry hook (span kvconfig.load)
+        with telemetry.load(settings_cls.__name__, self.vault_url, names) as span:
+            fetcher = self._open()
+            result = await fetcher.fetch(plan.refs)
+            span.requests = result.requests  # telemetry hook
+            self._log_load(settings_cls, plan, result, started)
+            return self._build(settings_cls, plan, result.secrets, init_kwargs)
 
     def watch(
         self,
@@ -330,6 +339,41 @@ class KeyVault:
             clock_skew=clock_skew,
             init_kwargs=init_kwargs,
         )
+
+    # -- contract for kvconfig._dropin (pydantic-settings' name rules) -------------------------
+    # The drop-in source decides its secret names itself; these two calls are all it uses.
+
+    async def _read_names(
+        self, names: Iterable[str]
+    ) -> dict[str, FetchedSecret]:  # contract: kvconfig._dropin
+        """GET these secrets (latest) as :meth:`load` does: lower-cased name -> result."""
+        refs = tuple(dict.fromkeys(SecretRef(name) for name in names))
+        if not refs:
+            return {}
+        result = await self._open().fetch(refs)
+        return {key[0]: secret for key, secret in result.secrets.items()}
+
+    async def _list_names(self) -> list[str]:  # contract: kvconfig._dropin
+        """The names (as the vault spells them) of the vault's enabled secrets: one list pass."""
+        self._open()
+        assert self._client is not None
+        names: list[str] = []
+        try:
+            async for item in self._client.list_properties_of_secrets():
+                if item.name and item.enabled:
+                    names.append(item.name)
+        except (AzureError, TimeoutError) as exc:
+            verdict = classify(exc, vault_url=self._vault_url, secret_name="*")
+            if verdict is None:
+                raise
+            error: VaultError = verdict.error or VaultUnavailableError(
+                f"listing the secrets of vault {self._vault_url} failed ({verdict.reason})",
+                vault_url=self._vault_url,
+                status=getattr(exc, "status_code", None),
+            )
+        else:
+            return names
+        raise error from None
 
     def _build(
         self,

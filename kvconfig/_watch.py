@@ -46,6 +46,7 @@ from kvconfig._errors import (
     VaultUnavailableError,
 )
 from kvconfig._health import Health
+from kvconfig._telemetry import telemetry
 
 if TYPE_CHECKING:
     from kvconfig._vault import KeyVault
@@ -188,9 +189,12 @@ class LiveSettings(Generic[SettingsT]):
         client = vault._client
         assert client is not None  # created by _open()
         started = time.perf_counter()
-        result = await fetcher.fetch(plan.refs)
-        vault._log_load(self._settings_cls, plan, result, started)
-        self.current = vault._build(self._settings_cls, plan, result.secrets, self._init_kwargs)
+        names = [ref.name for ref in plan.refs]  # telemetry hook (span kvconfig.load)
+        with telemetry.load(self._settings_cls.__name__, vault.vault_url, names) as span:
+            result = await fetcher.fetch(plan.refs)
+            span.requests = result.requests  # telemetry hook
+            vault._log_load(self._settings_cls, plan, result, started)
+            self.current = vault._build(self._settings_cls, plan, result.secrets, self._init_kwargs)
         self._detector = ChangeDetector(
             plan,
             fetcher,
@@ -207,6 +211,7 @@ class LiveSettings(Generic[SettingsT]):
         self._last_success = datetime.now(UTC)
         self._last_success_at = time.monotonic()
         self._state = "running"
+        telemetry.watching(self, self._settings_cls.__name__, vault.vault_url)  # telemetry hook
         self._task = asyncio.create_task(
             self._run(), name=f"kvconfig-watch-{self._settings_cls.__name__}"
         )
@@ -369,28 +374,32 @@ class LiveSettings(Generic[SettingsT]):
         self._refreshes += 1
         detector._fetcher.last_retry_after = None
         event: ChangeEvent | None = None
-        try:
-            if self._vault.closed:
-                raise ClosedError(f"{self._vault!r} is closed")
-            timeout = min(self._interval, detector._fetcher.startup_timeout)
-            detection = await detector.detect(timeout=timeout)
-            proposal = detector.propose(detection)
-            if proposal.changes:
-                # Validate the complete new Settings before anything is published.
-                new = self._vault._build(
-                    self._settings_cls, self._plan, proposal.held, self._init_kwargs
-                )
-                fields = changed_fields(self.current, new)
-                detector.commit(proposal)
-                if fields:
-                    event = self._publish(new, fields, proposal.changes)
-            else:
-                detector.commit(proposal)
-            detector.warn_expired()
-        except Exception as exc:
-            self._record_failure(exc)
-            raise
-        self._record_success()
+        names = [ref.name for ref in self._plan.refs]  # telemetry hook (span kvconfig.refresh)
+        with telemetry.refresh(self._settings_cls.__name__, self._vault.vault_url, names) as span:
+            try:
+                if self._vault.closed:
+                    raise ClosedError(f"{self._vault!r} is closed")
+                timeout = min(self._interval, detector._fetcher.startup_timeout)
+                detection = await detector.detect(timeout=timeout)
+                proposal = detector.propose(detection)
+                if proposal.changes:
+                    # Validate the complete new Settings before anything is published.
+                    new = self._vault._build(
+                        self._settings_cls, self._plan, proposal.held, self._init_kwargs
+                    )
+                    fields = changed_fields(self.current, new)
+                    detector.commit(proposal)
+                    if fields:
+                        event = self._publish(new, fields, proposal.changes)
+                else:
+                    detector.commit(proposal)
+                detector.warn_expired()
+            except Exception as exc:
+                self._record_failure(exc)
+                raise
+            self._record_success()
+            span.requests = detection.requests  # telemetry hook
+            span.outcome = "changed" if event is not None else "unchanged"  # telemetry hook
         self._log_refresh(proposal.changes, event, detection.requests, detection.mode, started)
         if event is not None:
             await self._notify(event)

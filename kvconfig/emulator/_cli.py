@@ -20,6 +20,7 @@ from kvconfig.emulator._access import PERMISSIONS, parse_identity_flag
 from kvconfig.emulator._auth import DEFAULT_CLIENT_ID, TENANT_ID
 from kvconfig.emulator._certs import CertificateAuthority
 from kvconfig.emulator._emulator import KeyVaultEmulator
+from kvconfig.emulator._events import SubscriptionValidationError
 from kvconfig.emulator._server import RequestRecord
 
 __all__ = ["add_parser", "run"]
@@ -35,6 +36,8 @@ examples:
   kvconfig emulator --identity app:get,list@default
                                          identity `app` (AZURE_CLIENT_ID=app) may only get and
                                          list secrets of vault `default` (all on other vaults)
+  kvconfig emulator --event-webhook http://127.0.0.1:8000/events
+                                         push Event Grid events to a local endpoint
 """
 
 
@@ -112,6 +115,20 @@ def add_parser(subparsers: Any) -> None:
         default=24 * 3600,
         metavar="SECONDS",
         help="lifetime of issued tokens (default 86400)",
+    )
+    parser.add_argument(
+        "--event-webhook",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="deliver the default vault's Event Grid events to this webhook after its "
+        "validation handshake (repeatable)",
+    )
+    parser.add_argument(
+        "--event-schema",
+        choices=("eventgrid", "cloudevents"),
+        default="eventgrid",
+        help="event schema for --event-webhook (default eventgrid)",
     )
     parser.set_defaults(func=run)
 
@@ -199,6 +216,11 @@ async def _serve(args: argparse.Namespace) -> int:
         _declare_identities(emu, args.identity, args.client_secret)
         for name in args.vault:
             await emu.add_vault(name)
+        for url in args.event_webhook:
+            try:
+                await emu.subscribe(url, schema=args.event_schema)
+            except SubscriptionValidationError as exc:  # keep serving; that endpoint gets nothing
+                print(f"kvconfig emulator: {exc}", file=sys.stderr)
         env = emu.environment()
         env["KVCONFIG_EMULATOR_PID"] = str(os.getpid())
         for key, value in env.items():

@@ -15,7 +15,11 @@ for the marker and for each canary's hex part:
 - every change event (stream and callback);
 - the output of ``kvconfig demo`` and ``kvconfig explain`` run as subprocesses with ``-vv
   --debug`` (explain against a CLI emulator seeded with canary values; the demo seeds its own
-  made-up values, which are scanned for instead).
+  made-up values, which are scanned for instead);
+- the CLI's one-line error for exceptions that are not kvconfig's (a user validator or a module
+  quoting a value): type only, never the message;
+- the FastAPI integration's ``/health`` answers and log lines;
+- every OpenTelemetry span and metric point exported (secret names opted in).
 
 The Azure SDK logs request and response *bodies* only with ``logging_enable=True``; kvconfig never
 passes it, and :func:`test_kvconfig_client_never_enables_body_logging` checks the pipeline it
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -235,6 +240,86 @@ async def test_no_value_leaks_from_the_library(
     assert leaks == [], "\n".join(leaks[:10])
 
 
+async def test_no_value_leaks_from_push_refresh(
+    keyvault_emulator: KeyVaultEmulator, scanner: Scanner
+) -> None:
+    """Event Grid events, the emulator's delivery log, the endpoints and PushScheduler (its
+    logs, health records, a failing re-read whose exception quotes a value) carry no value."""
+    import datetime as dt
+
+    import aiohttp
+    from aiohttp import web
+
+    from kvconfig._refresh._push import PushScheduler, parse_events
+    from kvconfig.integrations.eventgrid import aiohttp_handler
+
+    emu = keyvault_emulator
+    s = scanner.secret
+    past = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    emu.seed({"api-key": s(), "db-password": s()})
+    bodies: list[bytes] = []
+    held: dict[str, str] = {"api-key": "", "db-password": ""}
+    done = asyncio.Event()
+
+    async with emu.secret_client() as client:
+
+        async def reread(names: set[str]) -> None:
+            try:
+                for name in names:
+                    secret = await client.get_secret(name)
+                    if name == "db-password":  # an error quoting the value, as a body would
+                        raise RuntimeError(f"bad value {secret.value}")
+                    held[name] = secret.properties.version or ""
+            finally:
+                done.set()
+
+        scheduler = PushScheduler(
+            emu.vault_url, tracked=held.get, reread=reread, notify_max_delay=0
+        )
+
+        class Tap:
+            def notify(self, events: object) -> None:
+                scanner.add("parsed events", events)
+
+        async def capture(request: web.Request) -> web.StreamResponse:
+            bodies.append(await request.read())
+            return await handler(request)
+
+        handler = aiohttp_handler([scheduler, Tap()], secret="delivery-secret")
+        app = web.Application()
+        app.router.add_route("*", "/events", capture)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/events"
+        try:
+            async with scheduler:
+                for schema in ("eventgrid", "cloudevents"):
+                    await emu.subscribe(url, schema=schema, secret="delivery-secret")
+                await client.set_secret("api-key", s("rotated"))
+                emu.set_secret("db-password", s("rotated"), expires_on=past)
+                emu.scan_expiry()
+                await emu.events_idle()
+                await asyncio.wait_for(done.wait(), 10)
+                delivered = list(bodies)
+                async with aiohttp.ClientSession() as session:  # a forged body quoting a value
+                    forged = f'[{{"eventType": "{s()}", "data": "{s()}"'
+                    async with session.post(url + "?code=delivery-secret", data=forged) as r:
+                        scanner.add("endpoint 400", await r.text())
+                with pytest.raises(Exception) as caught:
+                    parse_events(forged)
+                scanner.add_error("parse error", caught.value)
+                scanner.add("scheduler", scheduler, scheduler.expiry, scheduler.last_reread_error)
+        finally:
+            await runner.cleanup()
+    scanner.add("delivered bodies", *(b.decode() for b in delivered))
+    scanner.add("deliveries", *emu.deliveries, emu.events.subscriptions)
+    assert len(delivered) >= 8  # 2 handshakes + 3 events x 2 schemas
+    assert scheduler.reread_failures >= 1 and "db-password" in scheduler.expiry
+    leaks = scanner.leaks()
+    assert leaks == [], "\n".join(leaks[:10])
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
     """The exception and every one it keeps (cause and context, even when suppressed)."""
     seen: list[BaseException] = []
@@ -361,7 +446,7 @@ class Settings(BaseSettings):
 
 @pytest.mark.slow
 def test_no_value_leaks_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kvconfig._demo import DEMO_SECRETS, ROTATED_PASSWORD
+    from kvconfig._cli._demo import DEMO_SECRETS, ROTATED_PASSWORD
 
     scanner = Scanner()
     emulator = EmulatorProcess()
@@ -452,3 +537,216 @@ async def test_no_value_or_token_in_the_emulator_request_log(
     assert len(lines) >= 4 and all(token not in line and "kvemu." not in line for line in lines)
     leaks = scanner.leaks()
     assert leaks == [], "\n".join(leaks[:10])
+
+
+def test_no_value_leaks_from_the_sync_api_and_the_dropin(scanner: Scanner) -> None:
+    from pydantic_settings import PydanticBaseSettingsSource
+
+    from kvconfig import AzureKeyVaultSettingsSource, SyncKeyVault
+    from kvconfig.emulator import EmulatorThread
+
+    class Flat(BaseSettings):
+        api_key: SecretStr
+        database: Database
+
+    s = scanner.secret
+    with EmulatorThread() as emu:
+        emu.seed({"api-key": s(), "database--host": s("host"), "database--password": s("pw")})
+        events: list[ChangeEvent] = []
+        with SyncKeyVault(emu.vault_url, emu.sync_credential(), ca_file=emu.ca_file) as vault:
+            settings = vault.load(Flat)
+            live = vault.watch(Flat, on_change=events.append)
+            emu.set_secret("api-key", s("rotated"))
+            scanner.add("sync", vault, settings, live, live.refresh(), live.health, live.current)
+            live.close()
+            scanner.add("sync events", *events)
+            with pytest.raises(MissingSettingError) as caught:
+                vault.load(Required)
+            scanner.add_error("sync missing", caught.value)
+
+        sources: list[PydanticBaseSettingsSource] = []
+
+        class Dropin(Flat):
+            @classmethod
+            def settings_customise_sources(
+                cls,
+                settings_cls: type[BaseSettings],
+                init_settings: PydanticBaseSettingsSource,
+                env_settings: PydanticBaseSettingsSource,
+                dotenv_settings: PydanticBaseSettingsSource,
+                file_secret_settings: PydanticBaseSettingsSource,
+            ) -> tuple[PydanticBaseSettingsSource, ...]:
+                source = AzureKeyVaultSettingsSource(
+                    settings_cls,
+                    emu.vault_url,
+                    emu.sync_credential(),
+                    dash_to_underscore=True,
+                    ca_file=emu.ca_file,
+                    startup_timeout=0.3,
+                )
+                sources.append(source)
+                return (init_settings, source)
+
+        dropped = Dropin()
+        assert dropped.api_key.get_secret_value().startswith(CANARY_PREFIX)
+        source = sources[0]
+        assert isinstance(source, AzureKeyVaultSettingsSource)
+        scanner.add("dropin", dropped, source, source.env_vars)
+        emu.faults.fail_next(1, status=403)
+        with pytest.raises(VaultPermissionError) as refused:
+            Dropin()
+        scanner.add_error("dropin 403", refused.value)
+    leaks = scanner.leaks()
+    assert scanner.records > 5, "the loggers captured nothing"
+    assert leaks == [], "\n".join(leaks[:10])
+
+
+RAISES_WITH_VALUE = """
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings
+
+class Settings(BaseSettings):
+    api_key: SecretStr
+
+    @field_validator("api_key")
+    @classmethod
+    def _check(cls, value: SecretStr) -> SecretStr:
+        # A user validator quoting the value in a non-ValueError: pydantic does not wrap it.
+        raise RuntimeError(f"rejected key {value.get_secret_value()}")
+"""
+
+
+def test_cli_prints_only_kvconfig_messages(
+    keyvault_emulator_sync: KeyVaultEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 9 item 3: any exception that is not kvconfig's own prints its type and "use
+    --debug", never its message (which may quote a value), at import time or while running."""
+    from kvconfig._cli import main
+
+    scanner = Scanner()
+    emu = keyvault_emulator_sync
+    emu.seed({"api-key": scanner.secret("api")})
+    (tmp_path / "raises_with_value.py").write_text(textwrap.dedent(RAISES_WITH_VALUE))
+    (tmp_path / "fails_at_import.py").write_text(
+        f"raise RuntimeError({scanner.secret('import')!r})\n"
+    )
+    (tmp_path / "loads_at_import.py").write_text(
+        "from pydantic_settings import BaseSettings\n"
+        "class Settings(BaseSettings):\n    port: int\nsettings = Settings()\n"
+    )
+    monkeypatch.setenv("PORT", scanner.secret("port"))  # pydantic quotes the bad input
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KVCONFIG_DEBUG", raising=False)
+    for name in [n for n in os.environ if n.startswith(("AZURE_", "MSI_"))]:
+        monkeypatch.delenv(name)
+    common = ["--vault-url", emu.vault_url, "--ca-file", str(emu.ca_file)]
+    statuses = {}
+    for module in ("raises_with_value", "fails_at_import", "loads_at_import"):
+        statuses[module] = main(["explain", f"{module}:Settings", *common])
+        out, err = capsys.readouterr()
+        scanner.add(f"cli {module} stdout", out)
+        scanner.add(f"cli {module} stderr", err)
+        assert "RuntimeError" in err or "ValidationError" in err, err
+        assert "--debug" in err and err.count("\n") == 1, err
+    assert statuses == {"raises_with_value": 1, "fails_at_import": 2, "loads_at_import": 2}
+    assert scanner.leaks() == []
+
+
+class ServiceSettings(BaseSettings):
+    api_key: SecretStr
+    port: int = 8080
+
+
+def test_no_value_leaks_from_the_fastapi_integration(
+    keyvault_emulator_sync: KeyVaultEmulator, scanner: Scanner
+) -> None:
+    """Startup, handlers' dependency repr, /health after an invalid rotation, shutdown logs."""
+    import time
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from kvconfig.integrations.fastapi import VaultSettings
+
+    emu = keyvault_emulator_sync
+    emu.seed({"api-key": scanner.secret("api"), "port": "8081"})
+    vault_settings = VaultSettings(
+        ServiceSettings,
+        vault_url=emu.vault_url,
+        credential=emu.credential,
+        ca_file=emu.ca_file,
+        interval=0.2,
+    )
+    app = FastAPI(lifespan=vault_settings.lifespan)
+    app.include_router(vault_settings.health_router())
+    with TestClient(app) as client:
+        scanner.add("fastapi health ok", client.get("/health").text)
+        emu.set_secret("port", scanner.secret("port"))  # invalid: keeps the last-known-good
+        deadline = time.monotonic() + 20
+        while client.get("/health").json()["failures"] < 2:
+            assert time.monotonic() < deadline, "did not hang"
+            time.sleep(0.05)
+        scanner.add("fastapi health failing", client.get("/health").text)
+        scanner.add(
+            "fastapi objects", vault_settings, vault_settings.live(), vault_settings.current()
+        )
+    scanner.add("fastapi health stopped", vault_settings.health_response().body.decode())
+    assert scanner.records > 0
+    assert scanner.leaks() == []
+
+
+async def test_no_value_leaks_into_telemetry(
+    keyvault_emulator: KeyVaultEmulator, scanner: Scanner
+) -> None:
+    """Every exported span and metric point, through a validation failure, a rejected rotation
+    and a 403, with secret names opted in."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from kvconfig.integrations.otel import configure
+
+    class Service(BaseSettings):
+        api_key: SecretStr
+        port: int = 8080
+
+    emu = keyvault_emulator
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    configure(
+        tracer_provider=tracer_provider, meter_provider=meter_provider, record_secret_names=True
+    )
+    try:
+        emu.seed({"api-key": scanner.secret("api"), "port": scanner.secret("port")})
+        async with make_vault(emu) as vault:
+            with pytest.raises(SettingsValidationError):
+                await vault.load(Service)
+        emu.set_secret("port", "8081")
+        async with make_vault(emu) as vault, vault.watch(Service, interval=3600) as live:
+            emu.set_secret("port", scanner.secret("rotated"))
+            with pytest.raises(SettingsValidationError):
+                await live.refresh()
+            metrics = reader.get_metrics_data()
+        async with make_vault(emu) as vault:
+            emu.faults.fail_next(1, status=403)
+            with pytest.raises(VaultPermissionError):
+                await vault.load(Service)
+    finally:
+        configure()
+        meter_provider.shutdown()
+        tracer_provider.shutdown()
+    spans = exporter.get_finished_spans()
+    assert {s.name for s in spans} == {"kvconfig.load", "kvconfig.refresh"}
+    for span in spans:
+        scanner.add(f"span {span.name}", span.to_json())
+    assert metrics is not None
+    scanner.add("metrics", metrics.to_json())
+    assert scanner.leaks() == []
