@@ -402,8 +402,11 @@ class LiveSettings(Generic[SettingsT]):
             except Exception as exc:
                 self._record_failure(exc)
                 raise
-            event = self._apply(detection, started)
             span.requests = detection.requests  # telemetry hook
+            try:
+                event = self._apply(detection, started)
+            finally:
+                span.degraded = bool(detector.issues())  # telemetry hook
             span.outcome = "changed" if event is not None else "unchanged"  # telemetry hook
         return event
 
@@ -424,8 +427,11 @@ class LiveSettings(Generic[SettingsT]):
             except Exception as exc:
                 self._record_failure(exc)
                 raise
-            event = self._apply(detection, started)
             span.requests = detection.requests  # telemetry hook
+            try:
+                event = self._apply(detection, started)
+            finally:
+                span.degraded = bool(detector.issues())  # telemetry hook
             span.outcome = "changed" if event is not None else "unchanged"  # telemetry hook
         return event
 
