@@ -8,9 +8,9 @@ the same plan and the same build and validation; change detection is in
 complete new Settings, then swap): the poll path and :meth:`LiveSettings._refresh_names` (re-read
 a given set of secrets) both end there.
 
-``on_change`` callbacks never run inside a refresh: a published event is queued for one
-dispatcher task that awaits the callbacks in generation order; one still running after
-``on_change_timeout`` is cancelled, logged and skipped.
+``on_change`` and ``on_refresh_error`` callbacks never run inside a refresh: a published event
+or a failure is queued for one dispatcher task that awaits the callbacks in order; one still
+running after ``on_change_timeout`` is cancelled, logged and skipped.
 
 A refresh never publishes an invalid configuration: the complete new Settings is built and
 validated first, and ``current`` is replaced in one assignment only when a value changed. Every
@@ -18,6 +18,10 @@ failure (vault unavailable, throttled, refused, invalid values, a bug) leaves th
 in place, is recorded in :attr:`LiveSettings.health` and is retried: transient failures with
 exponential backoff and full jitter capped by the interval (``Retry-After`` honoured), others at
 the next interval.
+
+An invalid new value of one secret holds back only that secret: see :meth:`LiveSettings._apply`.
+Health (:class:`~kvconfig.Health`) keeps *serving* (a validated Settings is published), *fresh*
+(last success within ``max_staleness``) and *degraded* (``issues``) apart.
 """
 
 from __future__ import annotations
@@ -313,7 +317,9 @@ class LiveSettings(Generic[SettingsT]):
 
         Raises:
             VaultError: The vault could not be read (the failure is also in :attr:`health`).
-            SettingsValidationError: The new values do not validate; they were not published.
+            SettingsValidationError: A new value does not validate and nothing else changed: it
+                was not published (it is in ``health.issues``). When other secrets changed too,
+                they are published and the event is returned.
             ClosedError: The live settings are not running.
         """
         if self._state != "running":
