@@ -172,6 +172,7 @@ async def test_no_value_leaks_from_the_library(
         }
     )
     events: list[ChangeEvent] = []
+    refresh_errors: list[Exception] = []
 
     async with make_vault(emu, ttl=0) as vault:
         # A successful load and everything it leaves behind.
@@ -186,15 +187,30 @@ async def test_no_value_leaks_from_the_library(
         scanner.add("fetcher", fetcher, fetcher.cache)
 
         # Live settings: a valid rotation, an invalid one, an outage, events, health.
-        async with vault.watch(AppSettings, interval=60, on_change=events.append) as live:
+        async with vault.watch(
+            AppSettings,
+            interval=60,
+            on_change=events.append,
+            on_refresh_error=refresh_errors.append,
+        ) as live:
             stream = live.changes()
             emu.set_secret("api-key", s("rotated"))
             event = await live.refresh()
             assert event is not None and event.fields == ("api_key",)
             scanner.add("event", event, *event.secrets, await anext(stream))
+            # One invalid rotation beside a valid one: the valid one is published, health is
+            # degraded and names the rejected secret.
+            emu.set_secret("api-key", s("rotated-again"))
+            emu.set_secret("port", s("partial-bad"))
+            event = await live.refresh()
+            assert event is not None and event.fields == ("api_key",)
+            health = live.health
+            assert health.degraded
+            scanner.add("degraded health", event, health, *health.issues, health.last_error)
             emu.set_secret("port", s("not-an-int"))  # does not validate: never published
             await _expect(scanner, "refresh invalid", SettingsValidationError, live.refresh())
             emu.set_secret("port", "8081")
+            await live.refresh()  # published alone, or it would be published beside the next
             emu.set_secret("signing-key-v2", s())  # too short for min_length=40 with no suffix
             await _expect(scanner, "refresh too short", SettingsValidationError, live.refresh())
             emu.set_secret("signing-key-v2", s("signing-again"))
@@ -205,6 +221,11 @@ async def test_no_value_leaks_from_the_library(
             async with asyncio.timeout(5):  # callbacks run on the dispatcher, after refresh()
                 while len(events) < 2:  # noqa: ASYNC110
                     await asyncio.sleep(0.005)
+            async with asyncio.timeout(5):  # on_refresh_error runs on the dispatcher too
+                while len(refresh_errors) < 4:  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)
+            for error in refresh_errors:
+                scanner.add_error("on_refresh_error", error)
             scanner.add("live", live, live.health, live.current, live._detector)
             scanner.add("held", *(live._detector.held.values() if live._detector else ()))
         scanner.add("events", *events)
@@ -240,7 +261,12 @@ async def test_no_value_leaks_from_the_library(
     record("library.leaks.strings_scanned", len(scanner.texts))
     record("library.leaks.found", len(leaks), target="0")
     assert scanner.records > 50, "the loggers captured nothing"
-    assert [e.fields for e in events] == [("api_key",), ("signing_key", "port")]
+    assert [e.fields for e in events] == [
+        ("api_key",),
+        ("api_key",),  # beside the rejected port
+        ("port",),
+        ("signing_key",),
+    ]
     assert leaks == [], "\n".join(leaks[:10])
 
 
@@ -801,7 +827,7 @@ def test_no_value_leaks_from_the_fastapi_integration(
         scanner.add("fastapi health ok", client.get("/health").text)
         emu.set_secret("port", scanner.secret("port"))  # invalid: keeps the last-known-good
         deadline = time.monotonic() + 20
-        while client.get("/health").json()["failures"] < 2:
+        while not client.get("/health").json()["degraded"]:
             assert time.monotonic() < deadline, "did not hang"
             time.sleep(0.05)
         scanner.add("fastapi health failing", client.get("/health").text)
