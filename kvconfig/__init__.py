@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from kvconfig._model import FetchedSecret, SecretStatus
     from kvconfig._names import PlannedSecret, SettingsPlan
     from kvconfig._refresh._events import ChangeEvent, SecretChange
-    from kvconfig._refresh._health import Health
+    from kvconfig._refresh._health import Health, HealthIssue
     from kvconfig._refresh._watch import ChangeStream, LiveSettings
     from kvconfig._secret import Secret
     from kvconfig._source import KeyVaultSettingsSource
@@ -46,6 +46,7 @@ __all__ = [
     "EventFormatError",
     "FetchedSecret",
     "Health",
+    "HealthIssue",
     "InvalidSecretNameError",
     "KeyVault",
     "KeyVaultSettingsSource",
@@ -79,6 +80,7 @@ _WHERE: dict[str, str] = {
     "EventFormatError": "kvconfig._errors",
     "FetchedSecret": "kvconfig._model",
     "Health": "kvconfig._refresh._health",
+    "HealthIssue": "kvconfig._refresh._health",
     "InvalidSecretNameError": "kvconfig._errors",
     "KeyVault": "kvconfig._vault",
     "KeyVaultSettingsSource": "kvconfig._source",
