@@ -1,4 +1,4 @@
-"""``KeyVault``: one vault, one client, one session; loads Settings classes from it.
+"""``KeyVault``: loads Settings classes from a vault (and its aliased and fallback vaults).
 
 Internals (for code building on this module, e.g. refresh):
 
@@ -10,6 +10,9 @@ Internals (for code building on this module, e.g. refresh):
   :class:`~kvconfig._names.SettingsPlan` (cached); ``plan.refs`` is what to fetch.
 - :meth:`KeyVault._build` turns a plan plus fetched secrets into a validated Settings instance
   (pydantic-settings precedence, kvconfig errors); it does no I/O.
+- Several vaults (:mod:`kvconfig._routing`): ``KeyVault._pool`` holds one client, session and
+  fetcher per vault; ``KeyVault._fetcher``/``_client`` are the primary vault's. ``plan()``
+  returns the *routed* plan (each planned secret's ``vaults`` filled in).
 - Everything is created lazily on first use inside the running loop (``_open()``), so a
   ``KeyVault`` can be constructed anywhere.
 """
@@ -20,7 +23,8 @@ import inspect
 import logging
 import ssl
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from os import PathLike
 from types import TracebackType
@@ -34,26 +38,23 @@ from pydantic_settings import BaseSettings, SecretsSettingsSource
 from pydantic_settings.exceptions import SettingsError
 from pydantic_settings.sources import DefaultSettingsSource
 
-from kvconfig._client import (
-    build_secret_client,
-    build_session,
-    build_ssl_context,
-    signalling,
-    vault_host,
-)
+from kvconfig._client import build_ssl_context, vault_host
 from kvconfig._errors import (
     ClosedError,
     ConfigurationError,
     MissingSettingError,
     SettingsValidationError,
 )
-from kvconfig._fetch import FetchedSecret, FetchResult, SecretCache, SecretFetcher, SecretStatus
+from kvconfig._fetch import FetchedSecret, SecretFetcher, SecretStatus
 from kvconfig._names import (
+    PlannedSecret,
     SettingsPlan,
     is_valid_secret_name,
+    normalize_prefix,
     plan_settings,
 )
 from kvconfig._redact import safe_errors
+from kvconfig._routing import ReadResult, VaultPool, VaultSet, chain, read_chains
 from kvconfig._source import KeyVaultSettingsSource
 
 if TYPE_CHECKING:
@@ -94,8 +95,13 @@ class KeyVault:
         credential: An async ``AsyncTokenCredential`` (``azure.identity.aio``).
         ca_file: PEM file of an extra CA to trust (the emulator, a TLS-inspecting proxy).
         ssl_context: A ready client SSL context instead of ``ca_file``.
+        vaults: Aliases for ``Secret(vault="alias")``: ``{"shared": "https://..."}``.
+        fallback_vaults: Vault URLs (or aliases) in which a secret the primary vault does not
+            have (404) is looked up, in order; the first that has it wins. Fields pinned with
+            ``Secret(vault=...)`` are read from their vault only.
         prefix: Prepended to every field-derived secret name (``"prod-"``); not to explicit
-            ``Secret("name")`` names.
+            ``Secret("name")`` names. A sequence is a chain tried in order:
+            ``("stg-", "")`` reads ``stg-queue-name``, then ``queue-name`` after a 404.
         max_concurrency: Requests in flight at most (also the connection pool size). Each
             connection costs a TLS handshake, so more is not faster once the client is
             CPU-bound; 32 measured best for 100 secrets on 2 cores (``bench/``).
@@ -123,7 +129,9 @@ class KeyVault:
         *,
         ca_file: str | PathLike[str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
-        prefix: str = "",
+        vaults: Mapping[str, str] | None = None,
+        fallback_vaults: Sequence[str] | None = None,
+        prefix: str | Sequence[str] = "",
         max_concurrency: int = 32,
         ttl: float | timedelta = 300.0,
         startup_timeout: float | timedelta = 30.0,
@@ -136,17 +144,24 @@ class KeyVault:
     ) -> None:
         vault_url = vault_url.rstrip("/")
         vault_host(vault_url)  # validates the URL
-        if prefix and not is_valid_secret_name(prefix):
-            raise ConfigurationError(
-                f"prefix {prefix!r} cannot start a Key Vault secret name (letters, digits, '-')"
-            )
+        self._vaultset = VaultSet.build(vault_url, vaults, fallback_vaults)
+        prefixes = normalize_prefix(prefix)
+        for one in prefixes:
+            if not isinstance(one, str) or (one and not is_valid_secret_name(one)):
+                raise ConfigurationError(
+                    f"prefix {one!r} cannot start a Key Vault secret name (letters, digits, '-')"
+                )
         if max_concurrency < 1:
             raise ConfigurationError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if ca_file is not None and ssl_context is not None:
             raise ConfigurationError("pass ca_file or ssl_context, not both")
         self._vault_url = vault_url
         self._credential = credential
-        self._prefix = prefix
+        self._prefix: str | tuple[str, ...] = prefix if isinstance(prefix, str) else prefixes
+        self._prefixes = prefixes
+        self._plans: weakref.WeakKeyDictionary[type[BaseSettings], SettingsPlan] = (
+            weakref.WeakKeyDictionary()
+        )
         self._max_concurrency = max_concurrency
         self._ttl = _seconds(ttl, "ttl")
         self._startup_timeout = _seconds(startup_timeout, "startup_timeout")
@@ -158,6 +173,7 @@ class KeyVault:
         self._api_version = api_version
         # Built now (file I/O, CA errors surface early); the session is built in the loop.
         self._ssl_context = ssl_context if ssl_context is not None else build_ssl_context(ca_file)
+        self._pool: VaultPool | None = None
         self._session: aiohttp.ClientSession | None = None
         self._client: SecretClient | None = None
         self._fetcher: SecretFetcher | None = None
@@ -186,17 +202,11 @@ class KeyVault:
             return
         self._closed = True
         try:
-            if self._fetcher is not None:
-                await self._fetcher.aclose()
-            if self._client is not None:
-                await self._client.close()
+            if self._pool is not None:
+                await self._pool.aclose()
         finally:
-            try:
-                if self._session is not None:
-                    await self._session.close()
-            finally:
-                if self._close_credential:
-                    await self._credential.close()
+            if self._close_credential:
+                await self._credential.close()
 
     @property
     def closed(self) -> bool:
@@ -209,9 +219,19 @@ class KeyVault:
         return self._vault_url
 
     @property
-    def prefix(self) -> str:
-        """The prefix of field-derived secret names."""
+    def prefix(self) -> str | tuple[str, ...]:
+        """The prefix of field-derived secret names (a tuple for a chain)."""
         return self._prefix
+
+    @property
+    def vaults(self) -> Mapping[str, str]:
+        """The aliases usable in ``Secret(vault=...)``: lower-cased alias -> vault URL."""
+        return dict(self._vaultset.aliases)
+
+    @property
+    def fallback_vaults(self) -> tuple[str, ...]:
+        """The vault URLs tried, in order, for an unpinned secret the primary vault lacks."""
+        return self._vaultset.fallbacks
 
     def __repr__(self) -> str:
         return f"KeyVault({self._vault_url!r})"
@@ -220,36 +240,37 @@ class KeyVault:
         if self._closed:
             raise ClosedError(f"{self!r} is closed")
         if self._fetcher is None:
-            self._session = build_session(
-                self._ssl_context, limit=self._max_concurrency, trust_env=self._trust_env
-            )
-            # The wrapper tells the fetcher when the token is in: priming can stop early.
-            credential = signalling(self._credential)
-            self._client = build_secret_client(
-                self._vault_url,
-                credential,
-                self._session,
-                trust_env=self._trust_env,
-                api_version=self._api_version,
-            )
-            self._fetcher = SecretFetcher(
-                self._client,
-                vault_url=self._vault_url,
-                cache=SecretCache(self._ttl),
+            self._pool = VaultPool(
+                self._credential,
+                self._ssl_context,
+                ttl=self._ttl,
                 max_concurrency=self._max_concurrency,
                 startup_timeout=self._startup_timeout,
                 request_timeout=self._request_timeout,
                 retry_backoff=self._retry_backoff,
                 retry_backoff_max=self._retry_backoff_max,
-                token_ready=credential.token_ready,
+                trust_env=self._trust_env,
+                api_version=self._api_version,
             )
+            primary = self._vaultset.primary
+            self._session = self._pool.session(primary)
+            self._client = self._pool.client(primary)
+            self._fetcher = self._pool.fetcher(primary)
         return self._fetcher
 
     # -- loading ----------------------------------------------------------------------------
 
     def plan(self, settings_cls: type[BaseSettings]) -> SettingsPlan:
-        """Which secrets :meth:`load` would request for ``settings_cls`` (no I/O)."""
-        return plan_settings(settings_cls, self._prefix)
+        """Which secrets :meth:`load` would request for ``settings_cls``, and where (no I/O).
+
+        Each :class:`~kvconfig.PlannedSecret` lists the names tried in order (``names``) and
+        the vaults tried in order (``vaults``).
+        """
+        plan = self._plans.get(settings_cls)
+        if plan is None:
+            plan = self._vaultset.route(plan_settings(settings_cls, self._prefixes))
+            self._plans[settings_cls] = plan
+        return plan
 
     async def load(self, settings_cls: type[SettingsT], /, **init_kwargs: Any) -> SettingsT:
         """Fetch the secrets ``settings_cls`` needs and return a validated instance.
@@ -268,10 +289,15 @@ class KeyVault:
         """
         started = time.perf_counter()
         plan = self.plan(settings_cls)
-        fetcher = self._open()
-        result = await fetcher.fetch(plan.refs)
+        result = await self._read(plan)
         self._log_load(settings_cls, plan, result, started)
-        return self._build(settings_cls, plan, result.secrets, init_kwargs)
+        return self._build(settings_cls, plan, _slots(plan, result), init_kwargs)
+
+    async def _read(self, plan: SettingsPlan, *, max_age: float | None = None) -> ReadResult:
+        """Read every planned secret along its chain of vaults and names (see _routing)."""
+        self._open()
+        assert self._pool is not None
+        return await read_chains(self._pool, [chain(s) for s in plan.secrets], max_age=max_age)
 
     def watch(
         self,
@@ -373,11 +399,9 @@ class KeyVault:
             loc = tuple(error["loc"])
             where = ".".join(str(part) for part in loc) or settings_cls.__name__
             if error["type"] == "missing":
-                names = ", ".join(repr(s.name) for s in plan.secrets_for_location(loc))
-                tried = f"secret(s) {names}" if names else "no secret (not mapped)"
                 lines.append(
                     f"{where}: required, but no init argument, environment variable or dotenv "
-                    f"entry set it, and the vault {self._vault_url} had none of {tried}"
+                    f"entry set it, and {_tried(plan.secrets_for_location(loc))}"
                 )
             else:
                 missing_only = False
@@ -394,32 +418,39 @@ class KeyVault:
         self,
         settings_cls: type[BaseSettings],
         plan: SettingsPlan,
-        result: FetchResult,
+        result: ReadResult,
         started: float,
     ) -> None:
         counts = dict.fromkeys(SecretStatus, 0)
-        fields_by_key: dict[tuple[str, str | None], list[str]] = {}
-        for planned in plan.secrets:
-            fields_by_key.setdefault(planned.ref.key, []).append(planned.field)
-        for key, secret in result.secrets.items():
+        fields_by_key: dict[tuple[str, str, str | None], list[str]] = {}
+        for planned, resolution in zip(plan.secrets, result.resolutions, strict=False):
+            fields_by_key.setdefault(resolution.candidate.key, []).append(planned.field)
+        for candidate, secret in result.observed.items():
             counts[secret.status] += 1
+            url = candidate.vault_url
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
-                    "secret %s version %s: %s", secret.name, secret.version, secret.status.value
+                    "secret %s in %s version %s: %s",
+                    secret.name,
+                    url,
+                    secret.version,
+                    secret.status.value,
                 )
-            fields = ", ".join(fields_by_key.get(key, ()))
+            fields = ", ".join(fields_by_key.get(candidate.key, ()))
+            if not fields:
+                continue  # a 404 that a later candidate made up for, or a reference
             if secret.status is SecretStatus.DISABLED:
                 logger.warning(
                     "secret %s in %s is disabled; treated as missing (field %s)",
                     secret.name,
-                    self._vault_url,
+                    url,
                     fields,
                 )
             elif secret.found and secret.is_expired():
                 logger.warning(
                     "secret %s in %s expired on %s; Key Vault still serves it (field %s)",
                     secret.name,
-                    self._vault_url,
+                    url,
                     secret.expires_on,
                     fields,
                 )
@@ -427,22 +458,43 @@ class KeyVault:
                 logger.warning(
                     "secret %s in %s is not valid before %s; Key Vault serves it anyway (field %s)",
                     secret.name,
-                    self._vault_url,
+                    url,
                     secret.not_before,
                     fields,
                 )
+        vaults = dict.fromkeys(c.vault_url for c in result.observed) or {self._vault_url: None}
         logger.info(
             "loaded %s from %s: %d secrets requested, %d found, %d missing, %d disabled, "
             "%d requests, %.1f ms",
             settings_cls.__name__,
-            self._vault_url,
-            len(result.secrets),
+            ", ".join(vaults),
+            len(result.observed),
             counts[SecretStatus.FOUND],
             counts[SecretStatus.MISSING],
             counts[SecretStatus.DISABLED],
             result.requests,
             (time.perf_counter() - started) * 1000,
         )
+
+
+def _slots(plan: SettingsPlan, result: ReadResult) -> dict[tuple[str, str | None], FetchedSecret]:
+    """The secret each planned field resolved to, keyed by ``PlannedSecret.slot``."""
+    return {
+        planned.slot: resolution.secret
+        for planned, resolution in zip(plan.secrets, result.resolutions, strict=True)
+    }
+
+
+def _tried(planned: Sequence[PlannedSecret]) -> str:
+    """``"no vault had secret 'a' (tried in https://x, https://y) ..."`` for an error message."""
+    if not planned:
+        return "no secret is mapped to it"
+    parts = []
+    for secret in planned:
+        names = ", ".join(repr(n) for n in secret.names)
+        vaults = ", ".join(secret.vaults) or "the vault"
+        parts.append(f"{names} in {vaults}")
+    return "no vault had any of the secrets tried: " + "; ".join(parts)
 
 
 def _insert_source(sources: tuple[Any, ...], source: KeyVaultSettingsSource) -> tuple[Any, ...]:

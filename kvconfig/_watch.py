@@ -50,6 +50,8 @@ from kvconfig._health import Health
 if TYPE_CHECKING:
     from kvconfig._vault import KeyVault
 
+from kvconfig._vault import _slots
+
 __all__ = ["ChangeCallback", "ChangeStream", "LiveSettings"]
 
 logger = logging.getLogger("kvconfig")
@@ -188,9 +190,10 @@ class LiveSettings(Generic[SettingsT]):
         client = vault._client
         assert client is not None  # created by _open()
         started = time.perf_counter()
-        result = await fetcher.fetch(plan.refs)
+        result = await vault._read(plan)
         vault._log_load(self._settings_cls, plan, result, started)
-        self.current = vault._build(self._settings_cls, plan, result.secrets, self._init_kwargs)
+        secrets = _slots(plan, result)
+        self.current = vault._build(self._settings_cls, plan, secrets, self._init_kwargs)
         self._detector = ChangeDetector(
             plan,
             fetcher,
@@ -202,7 +205,7 @@ class LiveSettings(Generic[SettingsT]):
         )
         # Cached answers count from when their request was actually sent, not from now.
         self._detector.start(
-            result.secrets, {key: secret.sent_at or 0.0 for key, secret in result.secrets.items()}
+            secrets, {key: secret.sent_at or 0.0 for key, secret in secrets.items()}
         )
         self._last_success = datetime.now(UTC)
         self._last_success_at = time.monotonic()
