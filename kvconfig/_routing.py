@@ -44,6 +44,7 @@ from kvconfig._fetch import (
     SecretStatus,
 )
 from kvconfig._names import PlannedSecret, SecretRef, SettingsPlan
+from kvconfig._references import KeyVaultReference, vault_url_for_name
 
 __all__ = [
     "Candidate",
@@ -145,6 +146,18 @@ class VaultSet:
             if host.split(".", 1)[0] == name and "." in host:
                 return url
         return None
+
+    def for_reference(self, reference: KeyVaultReference) -> Candidate:
+        """Where a Key Vault reference points: its ``SecretUri`` vault, or for ``VaultName=``
+        an alias or configured vault of that name, else ``https://<name>.vault.azure.net`` (in
+        the primary vault's cloud)."""
+        if reference.by_name:
+            url = self.by_vault_name(reference.vault) or vault_url_for_name(
+                reference.vault, self.primary
+            )
+        else:
+            url = canonical_url(reference.vault)
+        return Candidate(url, SecretRef(reference.name, reference.version))
 
     @property
     def all(self) -> tuple[str, ...]:

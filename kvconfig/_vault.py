@@ -42,6 +42,7 @@ from kvconfig._client import build_ssl_context, vault_host
 from kvconfig._errors import (
     ClosedError,
     ConfigurationError,
+    KeyVaultReferenceError,
     MissingSettingError,
     SettingsValidationError,
 )
@@ -54,7 +55,13 @@ from kvconfig._names import (
     plan_settings,
 )
 from kvconfig._redact import safe_errors
-from kvconfig._routing import ReadResult, VaultPool, VaultSet, chain, read_chains
+from kvconfig._references import (
+    FoundReference,
+    find_references,
+    shown,
+    substitute_in_sources,
+)
+from kvconfig._routing import Candidate, ReadResult, VaultPool, VaultSet, chain, read_chains
 from kvconfig._source import KeyVaultSettingsSource
 
 if TYPE_CHECKING:
@@ -117,6 +124,11 @@ class KeyVault:
         trust_env: Honour proxy environment variables and ``.netrc`` (costs ~1 ms CPU per
             request, so off by default).
         api_version: Key Vault API version, default: the SDK's.
+        resolve_references: Resolve App Service Key Vault references
+            (``@Microsoft.KeyVault(SecretUri=...)`` or ``@Microsoft.KeyVault(VaultName=...;
+            SecretName=...)``) found in values from the other sources (init kwargs, environment,
+            dotenv), concurrently with the load, with the same credential. ``False`` leaves
+            such values as they are.
 
     ``aclose()`` (or leaving ``async with``) closes the client, the session and the credential;
     it is idempotent. Any use afterwards raises :class:`~kvconfig.ClosedError`.
@@ -141,6 +153,7 @@ class KeyVault:
         close_credential: bool = True,
         trust_env: bool = False,
         api_version: str | None = None,
+        resolve_references: bool = True,
     ) -> None:
         vault_url = vault_url.rstrip("/")
         vault_host(vault_url)  # validates the URL
@@ -171,6 +184,7 @@ class KeyVault:
         self._close_credential = close_credential
         self._trust_env = trust_env
         self._api_version = api_version
+        self._resolve_references = resolve_references
         # Built now (file I/O, CA errors surface early); the session is built in the loop.
         self._ssl_context = ssl_context if ssl_context is not None else build_ssl_context(ca_file)
         self._pool: VaultPool | None = None
@@ -289,15 +303,53 @@ class KeyVault:
         """
         started = time.perf_counter()
         plan = self.plan(settings_cls)
-        result = await self._read(plan)
+        found = self._find_references(settings_cls, init_kwargs)
+        result = await self._read(plan, found)
         self._log_load(settings_cls, plan, result, started)
-        return self._build(settings_cls, plan, _slots(plan, result), init_kwargs)
+        return self._build(
+            settings_cls,
+            plan,
+            _slots(plan, result),
+            init_kwargs,
+            references=_reference_values(plan, found, result),
+        )
 
-    async def _read(self, plan: SettingsPlan, *, max_age: float | None = None) -> ReadResult:
-        """Read every planned secret along its chain of vaults and names (see _routing)."""
+    def _find_references(
+        self, settings_cls: type[BaseSettings], init_kwargs: Mapping[str, Any]
+    ) -> tuple[tuple[FoundReference, Candidate], ...]:
+        """The Key Vault references in the other sources' values, and where each points.
+
+        Raises :class:`~kvconfig.KeyVaultReferenceError` for a malformed one (before any
+        request). Empty when ``resolve_references=False``.
+        """
+        if not self._resolve_references:
+            return ()
+        values = dict(init_kwargs)
+        options = {k: values.pop(k) for k in list(values) if k in _SOURCE_OPTIONS}
+        try:
+            sources, _ = settings_cls._settings_init_sources(_init_kwargs=values, **options)
+        except Exception:
+            return ()
+        return tuple(
+            (found, self._vaultset.for_reference(found.parse()))
+            for found in find_references(sources)
+        )
+
+    async def _read(
+        self,
+        plan: SettingsPlan,
+        references: Sequence[tuple[FoundReference, Candidate]] = (),
+        *,
+        max_age: float | None = None,
+    ) -> ReadResult:
+        """Read every planned secret along its chain of vaults and names, and every reference's
+        secret, all in the same rounds (see _routing). Resolutions: the plan's, then the
+        references'."""
         self._open()
         assert self._pool is not None
-        return await read_chains(self._pool, [chain(s) for s in plan.secrets], max_age=max_age)
+        chains = [chain(s) for s in plan.secrets]
+        chains.extend((candidate,) for _, candidate in references)
+        return await read_chains(self._pool, chains, max_age=max_age)
 
     def watch(
         self,
@@ -363,14 +415,22 @@ class KeyVault:
         plan: SettingsPlan,
         secrets: Mapping[tuple[str, str | None], FetchedSecret],
         init_kwargs: dict[str, Any],
+        *,
+        references: Mapping[str, str] | None = None,
     ) -> SettingsT:
-        """Validate ``settings_cls`` from its usual sources plus the fetched secrets. No I/O."""
+        """Validate ``settings_cls`` from its usual sources plus the fetched secrets. No I/O.
+
+        ``references``: resolved Key Vault references (reference text -> secret value) to
+        substitute in the other sources' values.
+        """
         values = dict(init_kwargs)
         # `_env_file=`, `_secrets_dir=`, ... configure the sources, as in `Settings(...)`.
         options = {k: values.pop(k) for k in list(values) if k in _SOURCE_OPTIONS}
         error: SettingsValidationError
         try:
             sources, kwargs = settings_cls._settings_init_sources(_init_kwargs=values, **options)
+            if references:
+                substitute_in_sources(sources, references)
             ours = [s for s in sources if isinstance(s, KeyVaultSettingsSource)]
             if ours:
                 for source in ours:
@@ -481,8 +541,33 @@ def _slots(plan: SettingsPlan, result: ReadResult) -> dict[tuple[str, str | None
     """The secret each planned field resolved to, keyed by ``PlannedSecret.slot``."""
     return {
         planned.slot: resolution.secret
-        for planned, resolution in zip(plan.secrets, result.resolutions, strict=True)
+        for planned, resolution in zip(plan.secrets, result.resolutions, strict=False)
     }
+
+
+def _reference_values(
+    plan: SettingsPlan,
+    references: Sequence[tuple[FoundReference, Candidate]],
+    result: ReadResult,
+) -> dict[str, str]:
+    """Reference text -> value; :class:`KeyVaultReferenceError` for one that did not resolve."""
+    values: dict[str, str] = {}
+    for (found, candidate), resolution in zip(
+        references, result.resolutions[len(plan.secrets) :], strict=True
+    ):
+        secret = resolution.secret
+        if not secret.found or secret.value is None:
+            state = "is disabled" if secret.status is SecretStatus.DISABLED else "does not exist"
+            version = f" version {candidate.ref.version}" if candidate.ref.version else ""
+            raise KeyVaultReferenceError(
+                f'field "{found.field}" ({found.source}): Key Vault reference '
+                f"{shown(found.text)!r} cannot be resolved: secret {candidate.ref.name!r}"
+                f"{version} in {candidate.vault_url} {state}",
+                field=found.field,
+                reference=shown(found.text),
+            )
+        values[found.text] = secret.value
+    return values
 
 
 def _tried(planned: Sequence[PlannedSecret]) -> str:

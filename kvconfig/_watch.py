@@ -50,7 +50,7 @@ from kvconfig._health import Health
 if TYPE_CHECKING:
     from kvconfig._vault import KeyVault
 
-from kvconfig._vault import _slots
+from kvconfig._vault import _reference_values, _slots
 
 __all__ = ["ChangeCallback", "ChangeStream", "LiveSettings"]
 
@@ -165,6 +165,7 @@ class LiveSettings(Generic[SettingsT]):
         self._clock_skew = _seconds(clock_skew, "clock_skew")
         self._init_kwargs = dict(init_kwargs or {})
         self._plan = vault.plan(settings_cls)  # naming errors surface here, before any I/O
+        self._references: dict[str, str] = {}
         self._detector: ChangeDetector | None = None
         self._state = "new"
         self._task: asyncio.Task[None] | None = None
@@ -190,10 +191,14 @@ class LiveSettings(Generic[SettingsT]):
         client = vault._client
         assert client is not None  # created by _open()
         started = time.perf_counter()
-        result = await vault._read(plan)
+        found = vault._find_references(self._settings_cls, self._init_kwargs)
+        result = await vault._read(plan, found)
         vault._log_load(self._settings_cls, plan, result, started)
         secrets = _slots(plan, result)
-        self.current = vault._build(self._settings_cls, plan, secrets, self._init_kwargs)
+        self._references = _reference_values(plan, found, result)
+        self.current = vault._build(
+            self._settings_cls, plan, secrets, self._init_kwargs, references=self._references
+        )
         self._detector = ChangeDetector(
             plan,
             fetcher,
@@ -381,7 +386,11 @@ class LiveSettings(Generic[SettingsT]):
             if proposal.changes:
                 # Validate the complete new Settings before anything is published.
                 new = self._vault._build(
-                    self._settings_cls, self._plan, proposal.held, self._init_kwargs
+                    self._settings_cls,
+                    self._plan,
+                    proposal.held,
+                    self._init_kwargs,
+                    references=self._references,
                 )
                 fields = changed_fields(self.current, new)
                 detector.commit(proposal)
