@@ -11,6 +11,15 @@ then times cold loads of a Settings class with K string fields, side by side in 
   one pooled aio ``SecretClient`` (own session, one SSL context, ``trust_env=False``), no
   validation.
 
+Beside them, at K=100, kvconfig with several vaults (``--vault shared`` on the same emulator):
+
+- **two vaults, 70/30**: 70 fields in the primary vault, 30 pinned with
+  ``Secret(vault="shared")``; each vault primes once, one ``max_concurrency`` for the load;
+- **30 via a fallback**: the primary lacks 30 of the secrets; ``fallback_vaults=["shared"]``
+  reads them there after the primary's 404 (one extra GET and one round trip for each);
+- **prefix chain, all after a 404**: ``prefix=("stg-", "")`` where no ``stg-`` secret exists,
+  so every field costs a 404 and a second GET (the worst case of a chain).
+
 Every load is cold: a new credential (the emulator's managed-identity endpoint, through
 ``azure.identity``), a new client and an empty challenge cache. Wall time is the median of the
 runs; CPU is ``time.process_time()`` of this (client) process per secret, median too.
@@ -36,7 +45,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import aiohttp
 from azure.core.pipeline.transport import AioHttpTransport
@@ -48,7 +57,7 @@ from azure.keyvault.secrets.aio import SecretClient
 from pydantic import create_model
 from pydantic_settings import AzureKeyVaultSettingsSource, BaseSettings, PydanticBaseSettingsSource
 
-from kvconfig import KeyVault
+from kvconfig import KeyVault, Secret
 
 # -- the emulator process ---------------------------------------------------------------------
 
@@ -65,6 +74,8 @@ def start_emulator(latency_ms: float) -> tuple[subprocess.Popen[str], dict[str, 
             str(latency_ms),
             "--vault",
             "big",
+            "--vault",
+            "shared",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -72,7 +83,7 @@ def start_emulator(latency_ms: float) -> tuple[subprocess.Popen[str], dict[str, 
     )
     exports: dict[str, str] = {}
     assert proc.stdout is not None
-    while "VAULT_URL_BIG" not in exports or "IDENTITY_HEADER" not in exports:
+    while not {"VAULT_URL_BIG", "VAULT_URL_SHARED", "IDENTITY_HEADER"} <= exports.keys():
         line = proc.stdout.readline()
         if not line:
             raise RuntimeError("the emulator exited before printing its exports")
@@ -82,9 +93,9 @@ def start_emulator(latency_ms: float) -> tuple[subprocess.Popen[str], dict[str, 
     return proc, exports
 
 
-async def seed(vault_url: str, ca_file: str, count: int) -> list[str]:
+async def seed(vault_url: str, ca_file: str, count: int, stem: str = "s") -> list[str]:
     """Create ``count`` secrets ``s-0000``... (32-byte values) through the real API."""
-    names = [f"s-{i:04d}" for i in range(count)]
+    names = [f"{stem}-{i:04d}" for i in range(count)]
     context = ssl.create_default_context(cafile=ca_file)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
     async with (
@@ -117,6 +128,13 @@ def field_name(secret_name: str) -> str:
 def kvconfig_settings(names: list[str]) -> type[BaseSettings]:
     fields: dict[str, Any] = {field_name(n): (str, ...) for n in names}
     return create_model("KvSettings", __base__=BaseSettings, **fields)
+
+
+def two_vault_settings(names: list[str], pinned: list[str]) -> type[BaseSettings]:
+    """``names`` from the primary vault, ``pinned`` with ``Secret(vault="shared")``."""
+    fields: dict[str, Any] = {field_name(n): (str, ...) for n in names}
+    fields.update({field_name(n): (Annotated[str, Secret(vault="shared")], ...) for n in pinned})
+    return create_model("TwoVaultSettings", __base__=BaseSettings, **fields)
 
 
 class _Holder:
@@ -165,11 +183,14 @@ def pydantic_settings_class(names: list[str]) -> type[BaseSettings]:
 
 
 async def load_kvconfig(
-    url: str, ca_file: str, settings_cls: type[BaseSettings], max_concurrency: int | None
+    url: str,
+    ca_file: str,
+    settings_cls: type[BaseSettings],
+    max_concurrency: int | None,
+    **options: Any,
 ) -> None:
-    options: dict[str, Any] = (
-        {} if max_concurrency is None else {"max_concurrency": max_concurrency}
-    )
+    if max_concurrency is not None:
+        options["max_concurrency"] = max_concurrency
     async with KeyVault(url, ManagedIdentityCredential(), ca_file=ca_file, **options) as vault:
         settings = await vault.load(settings_cls)
     assert len(settings.model_fields_set) == len(settings_cls.model_fields)
@@ -230,13 +251,47 @@ def kv_runner(
     return lambda: load_kvconfig(url, ca_file, cls, mc)
 
 
+Runner = Callable[[], Awaitable[None]]
+
+
+def several_vault_runners(
+    url: str, ca_file: str, names: list[str], shared: str, fallback_names: list[str]
+) -> dict[str, Runner]:
+    """The several-vault contenders of a K-field case (see the module docstring)."""
+    k = len(names)
+    split = k * 7 // 10
+    two = two_vault_settings(names[:split], names[split:])
+    fallback = kvconfig_settings(names[:split] + fallback_names[: k - split])
+    plain = kvconfig_settings(names)
+    aliases = {"vaults": {"shared": shared}}
+    return {
+        f"kvconfig, two vaults ({split}/{k - split})": lambda: load_kvconfig(
+            url, ca_file, two, None, **aliases
+        ),
+        f"kvconfig, {k - split} via a fallback vault": lambda: load_kvconfig(
+            url, ca_file, fallback, None, fallback_vaults=[shared]
+        ),
+        f"kvconfig, prefix chain, all {k} after a 404": lambda: load_kvconfig(
+            url, ca_file, plain, None, prefix=("stg-", "")
+        ),
+    }
+
+
 async def bench_case(
-    url: str, ca_file: str, names: list[str], runs: int, ps_runs: int, variants: list[int]
+    url: str,
+    ca_file: str,
+    names: list[str],
+    runs: int,
+    ps_runs: int,
+    variants: list[int],
+    extra: dict[str, Runner] | None = None,
 ) -> dict[str, Samples]:
     kv_cls = kvconfig_settings(names)
     ps_cls = pydantic_settings_class(names)
+    extra = extra or {}
     results = {"kvconfig": Samples(), "floor": Samples(), "pydantic-settings": Samples()}
     results.update({f"kvconfig, max_concurrency={mc}": Samples() for mc in variants})
+    results.update({name: Samples() for name in extra})
 
     async def ps() -> None:
         load_pydantic_settings(url, ps_cls)  # sync, as users call it
@@ -244,6 +299,8 @@ async def bench_case(
     # One warm-up of each (imports, first TLS context), not recorded.
     await load_kvconfig(url, ca_file, kv_cls, None)
     await load_floor(url, ca_file, names)
+    for run in extra.values():
+        await run()
     for i in range(runs):
         order = [
             ("kvconfig", kv_runner(url, ca_file, kv_cls, None)),
@@ -253,6 +310,7 @@ async def bench_case(
             (f"kvconfig, max_concurrency={mc}", kv_runner(url, ca_file, kv_cls, mc))
             for mc in variants
         ]
+        order += list(extra.items())
         if i < ps_runs:
             order.append(("pydantic-settings", ps))
         order = order[i % len(order) :] + order[: i % len(order)]  # rotate to spread noise
@@ -304,14 +362,23 @@ async def main() -> int:
             os.environ[key] = exports[key]
         ca_file = exports["REQUESTS_CA_BUNDLE"]
         small = await seed(exports["VAULT_URL"], ca_file, 200)
-        cases = [(exports["VAULT_URL"], small[:100], 200, args.runs, args.runs)]
+        shared = exports["VAULT_URL_SHARED"]
+        # The pinned 30 of the two-vault class, and 30 the primary vault does not have.
+        await seed(shared, ca_file, 100)
+        only_shared = await seed(shared, ca_file, 30, stem="f")
+        several = several_vault_runners(
+            exports["VAULT_URL"], ca_file, small[:100], shared, only_shared
+        )
+        cases = [(exports["VAULT_URL"], small[:100], 200, args.runs, args.runs, several)]
         if args.big_runs:
             big = await seed(exports["VAULT_URL_BIG"], ca_file, 1000)
-            cases.append((exports["VAULT_URL_BIG"], big, 1000, args.big_runs, args.ps_big_runs))
+            cases.append((exports["VAULT_URL_BIG"], big, 1000, args.big_runs, args.ps_big_runs, {}))
         rows = []
         measured: list[tuple[int, int, dict[str, Samples]]] = []
-        for url, names, n, runs, ps_runs in cases:
-            results = await bench_case(url, ca_file, names, runs, ps_runs, args.also_concurrency)
+        for url, names, n, runs, ps_runs, extra in cases:
+            results = await bench_case(
+                url, ca_file, names, runs, ps_runs, args.also_concurrency, extra
+            )
             rows += table_rows(len(names), n, results)
             measured.append((len(names), n, results))
     finally:
