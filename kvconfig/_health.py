@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 __all__ = ["Health"]
@@ -23,7 +24,9 @@ class Health:
         consecutive_failures: Refreshes failed since the last success (0 when healthy and fresh).
         refreshes: Refresh attempts so far (the initial load not counted).
         failures: Refresh attempts that failed so far.
-        mode: How changes are detected now: ``"list"`` or ``"get"``.
+        mode: How changes are detected now: ``"list"`` or ``"get"`` (``"mixed"`` when the
+            vaults watched differ).
+        vaults: Each vault watched (URL) and its mode; every vault chooses on its own.
     """
 
     healthy: bool
@@ -36,3 +39,4 @@ class Health:
     refreshes: int
     failures: int
     mode: str
+    vaults: Mapping[str, str] = field(default_factory=dict)

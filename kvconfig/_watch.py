@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 from pydantic_settings import BaseSettings
 
 from kvconfig._changes import (
-    ChangeDetector,
     ChangeEvent,
     NotYetValid,
     OnMissing,
@@ -50,6 +49,7 @@ from kvconfig._health import Health
 if TYPE_CHECKING:
     from kvconfig._vault import KeyVault
 
+from kvconfig._refresh_routing import RoutedDetector
 from kvconfig._vault import _reference_values, _slots
 
 __all__ = ["ChangeCallback", "ChangeStream", "LiveSettings"]
@@ -165,8 +165,7 @@ class LiveSettings(Generic[SettingsT]):
         self._clock_skew = _seconds(clock_skew, "clock_skew")
         self._init_kwargs = dict(init_kwargs or {})
         self._plan = vault.plan(settings_cls)  # naming errors surface here, before any I/O
-        self._references: dict[str, str] = {}
-        self._detector: ChangeDetector | None = None
+        self._detector: RoutedDetector | None = None
         self._state = "new"
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Task[ChangeEvent | None] | None = None
@@ -187,31 +186,31 @@ class LiveSettings(Generic[SettingsT]):
             raise ClosedError(f"{self!r} can be entered only once")
         vault = self._vault
         plan = self._plan
-        fetcher = vault._open()
-        client = vault._client
-        assert client is not None  # created by _open()
+        vault._open()
+        assert vault._pool is not None  # created by _open()
         started = time.perf_counter()
         found = vault._find_references(self._settings_cls, self._init_kwargs)
         result = await vault._read(plan, found)
         vault._log_load(self._settings_cls, plan, result, started)
-        secrets = _slots(plan, result)
-        self._references = _reference_values(plan, found, result)
+        references = _reference_values(plan, found, result)
         self.current = vault._build(
-            self._settings_cls, plan, secrets, self._init_kwargs, references=self._references
-        )
-        self._detector = ChangeDetector(
+            self._settings_cls,
             plan,
-            fetcher,
-            client,
+            _slots(plan, result),
+            self._init_kwargs,
+            references=references,
+        )
+        # One detector per vault involved (list or GET mode each), one verdict per refresh.
+        self._detector = RoutedDetector(
+            plan,
+            found,
+            vault._pool,
             on_missing=self._on_missing,
             not_yet_valid=self._not_yet_valid,
             clock_skew=self._clock_skew,
             request_timeout=vault._request_timeout,
         )
-        # Cached answers count from when their request was actually sent, not from now.
-        self._detector.start(
-            secrets, {key: secret.sent_at or 0.0 for key, secret in secrets.items()}
-        )
+        self._detector.start(result, references)
         self._last_success = datetime.now(UTC)
         self._last_success_at = time.monotonic()
         self._state = "running"
@@ -282,6 +281,7 @@ class LiveSettings(Generic[SettingsT]):
             refreshes=self._refreshes,
             failures=self._failures,
             mode=self._detector.mode() if self._detector is not None else "get",
+            vaults=self._detector.modes() if self._detector is not None else {},
         )
 
     async def refresh(self) -> ChangeEvent | None:
@@ -362,7 +362,7 @@ class LiveSettings(Generic[SettingsT]):
             return self._next_delay()
         retry_after = exc.retry_after if isinstance(exc, RefreshUnavailableError) else None
         if retry_after is None and self._detector is not None:
-            retry_after = self._detector._fetcher.last_retry_after
+            retry_after = self._detector.last_retry_after
         base = max(self._vault._retry_backoff, 0.001)
         exponent = min(self._consecutive_failures - 1, 30)
         delay = random.uniform(0.0, min(self._interval, base * 2.0**exponent))
@@ -375,12 +375,12 @@ class LiveSettings(Generic[SettingsT]):
         assert detector is not None
         started = time.perf_counter()
         self._refreshes += 1
-        detector._fetcher.last_retry_after = None
+        detector.reset_retry_after()
         event: ChangeEvent | None = None
         try:
             if self._vault.closed:
                 raise ClosedError(f"{self._vault!r} is closed")
-            timeout = min(self._interval, detector._fetcher.startup_timeout)
+            timeout = min(self._interval, detector.startup_timeout)
             detection = await detector.detect(timeout=timeout)
             proposal = detector.propose(detection)
             if proposal.changes:
@@ -390,7 +390,7 @@ class LiveSettings(Generic[SettingsT]):
                     self._plan,
                     proposal.held,
                     self._init_kwargs,
-                    references=self._references,
+                    references=proposal.references,
                 )
                 fields = changed_fields(self.current, new)
                 detector.commit(proposal)
@@ -434,12 +434,18 @@ class LiveSettings(Generic[SettingsT]):
                 _stack(exc),
             )
 
+    @property
+    def _where(self) -> str:
+        """The vault(s) watched, for log lines."""
+        vaults = self._detector.vaults if self._detector is not None else ()
+        return ", ".join(vaults) if vaults else self._vault.vault_url
+
     def _record_success(self) -> None:
         if self._consecutive_failures:
             logger.info(
                 "refresh of %s from %s recovered after %d failed attempt(s)",
                 self._settings_cls.__name__,
-                self._vault.vault_url,
+                self._where,
                 self._consecutive_failures,
             )
         self._consecutive_failures = 0
@@ -451,7 +457,7 @@ class LiveSettings(Generic[SettingsT]):
         self._consecutive_failures += 1
         count = self._consecutive_failures
         name = self._settings_cls.__name__
-        url = self._vault.vault_url
+        url = self._where
         if isinstance(exc, KvConfigError):
             # kvconfig's messages name fields, secrets and the vault, never values.
             self._last_error = f"{type(exc).__name__}: {exc}"
@@ -508,7 +514,7 @@ class LiveSettings(Generic[SettingsT]):
                 "refreshed %s from %s: generation %d, %d secret(s) and %d field(s) changed, "
                 "%d request(s) (%s mode), %.1f ms",
                 self._settings_cls.__name__,
-                self._vault.vault_url,
+                self._where,
                 event.generation,
                 len(event.secrets),
                 len(event.fields),
@@ -521,7 +527,7 @@ class LiveSettings(Generic[SettingsT]):
             logger.info(
                 "refreshed %s from %s: generation %d kept, %s, %d request(s) (%s mode), %.1f ms",
                 self._settings_cls.__name__,
-                self._vault.vault_url,
+                self._where,
                 self._generation,
                 f"{len(changes)} secret(s) changed, no value" if changes else "no change",
                 requests,

@@ -267,6 +267,13 @@ async def test_no_value_leaks_from_several_vaults_and_references(
         plan = vault.plan(MultiVault)
         scanner.add("multi settings", settings, settings.model_dump(), settings.model_dump_json())
         scanner.add("multi plan", vault, plan, *plan.secrets)
+        async with vault.watch(MultiVault, interval=60, referenced=ref) as live:
+            emu.set_secret("partner", s("rotated"), "shared")
+            emu.set_secret("ref", s("rotated"), "shared")
+            event = await live.refresh()
+            assert event is not None and set(event.fields) == {"partner", "referenced"}
+            scanner.add("multi live", live, live.health, live.current, event, *event.secrets)
+            scanner.add("multi held", *(live._detector.held.values() if live._detector else ()))
         await _expect(
             scanner,
             "reference 404",
