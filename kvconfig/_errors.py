@@ -13,7 +13,8 @@ Every error kvconfig raises derives from :class:`KvConfigError`::
     │   ├── VaultAuthenticationError    401: the credential was refused
     │   ├── VaultPermissionError        403 other than a disabled secret
     │   └── VaultUnavailableError       transient failures outlasted the startup timeout
-    └── ClosedError                   the KeyVault (or watcher) was used after aclose()
+    ├── ClosedError                   the KeyVault (or watcher) was used after aclose()
+    └── EventFormatError              a push notification body is not Event Grid / CloudEvents
 
 Messages name fields, secret names and the vault URL. They never contain a secret value.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 __all__ = [
     "ClosedError",
     "ConfigurationError",
+    "EventFormatError",
     "InvalidSecretNameError",
     "KeyVaultReferenceError",
     "KvConfigError",
@@ -125,3 +127,10 @@ class VaultUnavailableError(VaultError):
 
 class ClosedError(KvConfigError):
     """An object was used after ``aclose()``."""
+
+
+class EventFormatError(KvConfigError, ValueError):
+    """A body given to ``notify()`` is not an Event Grid or CloudEvents event (or batch).
+
+    The message says what is wrong with the shape; it never repeats the body.
+    """

@@ -1,7 +1,9 @@
 """A local Azure Key Vault (secrets) emulator that the unmodified Azure SDK talks to over TLS.
 
 Public names: :class:`KeyVaultEmulator`, :class:`CertificateAuthority`, :class:`RequestRecord`,
-:class:`Faults`, :class:`ServiceError`, :class:`EmulatorThread` (for sync code).
+:class:`Faults`, :class:`ServiceError`, :class:`EmulatorThread` (for sync code), and for Event
+Grid delivery :class:`EventSubscription`, :class:`DeliveryRecord`,
+:class:`SubscriptionValidationError`.
 Run one from the shell with ``kvconfig emulator``; in tests use the ``keyvault_emulator`` fixture
 (:mod:`kvconfig.pytest_plugin`).
 
@@ -30,6 +32,10 @@ Behaviour worth knowing (decisions where the real service is undocumented):
 - Injected faults: 429 ``Throttled`` (real message), 500 ``InternalServerError``, 503
   ``ServiceUnavailable``; ``Retry-After`` only when asked for. ``RequestRecord.status`` is 0 for
   a connection reset on purpose.
+- Event Grid: ``await emu.subscribe(url)`` delivers ``SecretNewVersionCreated`` (every new
+  version: set, restore, recover, ``set_secret``/``seed``) and, on ``emu.scan_expiry()``,
+  ``SecretNearExpiry``/``SecretExpired`` to a webhook after its validation handshake, with
+  Event Grid's retry rules; attempts are logged in ``emu.deliveries`` (see ``_events``).
 - With ``data=``, SQLite (WAL, ``synchronous=FULL``) commits each write in one transaction on
   a single writer thread before the response is sent; reads are served from memory. One
   emulator per file: it holds SQLite's exclusive lock, so a second start on the file fails.
@@ -40,15 +46,19 @@ from __future__ import annotations
 from kvconfig.emulator._certs import CertificateAuthority
 from kvconfig.emulator._emulator import KeyVaultEmulator
 from kvconfig.emulator._errors import ServiceError
+from kvconfig.emulator._events import DeliveryRecord, EventSubscription, SubscriptionValidationError
 from kvconfig.emulator._faults import Faults
 from kvconfig.emulator._server import RequestRecord
 from kvconfig.emulator._thread import EmulatorThread
 
 __all__ = [
     "CertificateAuthority",
+    "DeliveryRecord",
     "EmulatorThread",
+    "EventSubscription",
     "Faults",
     "KeyVaultEmulator",
     "RequestRecord",
     "ServiceError",
+    "SubscriptionValidationError",
 ]

@@ -16,6 +16,7 @@ from typing import Any
 
 from kvconfig.emulator._certs import CertificateAuthority
 from kvconfig.emulator._emulator import KeyVaultEmulator
+from kvconfig.emulator._events import SubscriptionValidationError
 
 __all__ = ["add_parser", "run"]
 
@@ -26,6 +27,8 @@ examples:
   kvconfig emulator --data .kv/vault.db  keep secrets (and the CA) across restarts
   kvconfig emulator --vault second       a second vault too, at $VAULT_URL_SECOND
   kvconfig emulator --latency-ms 20      answer like a vault one network hop away
+  kvconfig emulator --event-webhook http://127.0.0.1:8000/events
+                                         push Event Grid events to a local endpoint
 """
 
 
@@ -65,6 +68,20 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--identity-port", type=int, default=0, help="port of the managed-identity endpoint"
     )
+    parser.add_argument(
+        "--event-webhook",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="deliver the default vault's Event Grid events to this webhook after its "
+        "validation handshake (repeatable)",
+    )
+    parser.add_argument(
+        "--event-schema",
+        choices=("eventgrid", "cloudevents"),
+        default="eventgrid",
+        help="event schema for --event-webhook (default eventgrid)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -103,6 +120,11 @@ async def _serve(args: argparse.Namespace) -> int:
     ) as emu:
         for name in args.vault:
             await emu.add_vault(name)
+        for url in args.event_webhook:
+            try:
+                await emu.subscribe(url, schema=args.event_schema)
+            except SubscriptionValidationError as exc:  # keep serving; that endpoint gets nothing
+                print(f"kvconfig emulator: {exc}", file=sys.stderr)
         env = emu.environment()
         env["KVCONFIG_EMULATOR_PID"] = str(os.getpid())
         for key, value in env.items():

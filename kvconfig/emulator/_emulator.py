@@ -11,7 +11,7 @@ import shutil
 import socket
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,6 +28,7 @@ from kvconfig.emulator._auth import (
     identity_app,
 )
 from kvconfig.emulator._certs import CertificateAuthority, write_atomic
+from kvconfig.emulator._events import DeliveryRecord, EventPublisher, EventSubscription, Schema
 from kvconfig.emulator._faults import Faults
 from kvconfig.emulator._server import RequestRecord, VaultRunner, VaultServer
 from kvconfig.emulator._store import Store
@@ -122,6 +123,7 @@ class KeyVaultEmulator:
         self._ca_file: Path | None = None
         self._identity_endpoint: str | None = None
         self._state = _State.UNOPENED
+        self.events = EventPublisher(self.vault_url_for, host=host)
 
     def __repr__(self) -> str:
         url = self._vault_urls.get(DEFAULT_VAULT, "not started")
@@ -174,6 +176,7 @@ class KeyVaultEmulator:
         self._server_ctx.sni_callback = self._choose_certificate
 
         self._store = Store(self._data)
+        self._store.on_new_version = self.events.secret_version_created
         server = VaultServer(
             self._store, self.faults, self._issuer, self._vault_for_port, self.requests
         )
@@ -207,6 +210,7 @@ class KeyVaultEmulator:
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
+        await self.events.aclose()
         for runner in (self._runner, self._identity_runner):
             if runner is not None:
                 await self._stop_runner(runner)
@@ -346,6 +350,46 @@ class KeyVaultEmulator:
     def clear_requests(self) -> None:
         """Forget the request log."""
         self.requests.clear()
+
+    # -- Event Grid events (kvconfig.emulator._events) -----------------------------------------
+
+    async def subscribe(
+        self,
+        endpoint_url: str,
+        *,
+        schema: Schema = "eventgrid",
+        event_types: Collection[str] | None = None,
+        vault: str = DEFAULT_VAULT,
+        **options: Any,
+    ) -> EventSubscription:
+        """Deliver a vault's events to a webhook as Event Grid does, after its validation
+        handshake (``SubscriptionValidationError`` if it fails). ``options``: ``secret``,
+        ``secret_param``, ``bearer_token``, ``max_events_per_batch``, ``max_attempts``,
+        ``retry_delay``, ``timeout``, ``validation_timeout``, ``ssl_context``."""
+        self._require_open()
+        return await self.events.subscribe(
+            endpoint_url, schema=schema, event_types=event_types, vault=vault, **options
+        )
+
+    async def unsubscribe(self, subscription: EventSubscription | str) -> None:
+        """Stop deliveries to a subscription, or to every subscription of an endpoint URL."""
+        await self.events.unsubscribe(subscription)
+
+    @property
+    def deliveries(self) -> list[DeliveryRecord]:
+        """Every webhook handshake and delivery attempt, in order."""
+        return self.events.deliveries
+
+    def scan_expiry(self, now: dt.datetime | None = None) -> int:
+        """Queue ``SecretNearExpiry``/``SecretExpired`` events as of ``now``; return how many."""
+        store = self._store_open()
+        return self.events.scan_expiry(
+            {name: store.list_secrets(name) for name in store.vault_names}, now
+        )
+
+    async def events_idle(self, timeout: float = 10.0) -> None:
+        """Wait until every queued event was delivered or dropped."""
+        await self.events.idle(timeout)
 
     # -- direct store access (not logged as requests) --------------------------------------------
 

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -211,6 +211,9 @@ class Store:
         self._dirty: dict[tuple[str, str | None], None] = {}
         self._db: _Database | None = None
         self._writer: ThreadPoolExecutor | None = None
+        # Called (vault, secret, version) whenever a version becomes the current one through
+        # set, restore or recover: the Event Grid publisher's hook. Must not block.
+        self.on_new_version: Callable[[str, Secret, SecretVersion], None] | None = None
         if path is not None:
             self._db = _Database(path)
             # One writer thread keeps commits in submission order without blocking the loop.
@@ -367,6 +370,7 @@ class Store:
         )
         secret.versions.append(version)
         self._mark(vault, key)
+        self._new_version(vault, secret)
         return secret, version
 
     def update(
@@ -411,6 +415,7 @@ class Store:
         secret.deleted_date = None
         secret.scheduled_purge = None
         self._mark(vault, check_name(name))
+        self._new_version(vault, secret)
         return secret
 
     def purge(self, vault: str, name: str) -> None:
@@ -454,7 +459,12 @@ class Store:
             raise ServiceError.restore_conflict(secret.name)
         secrets[key] = secret
         self._mark(vault, key)
+        self._new_version(vault, secret)
         return secret
+
+    def _new_version(self, vault: str, secret: Secret) -> None:
+        if self.on_new_version is not None:
+            self.on_new_version(vault, secret, secret.latest)
 
 
 # The backup key is in this source, so a blob's content is client input like any other: bound

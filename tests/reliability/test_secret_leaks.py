@@ -295,6 +295,86 @@ async def test_no_value_leaks_from_several_vaults_and_references(
     assert leaks == [], "\n".join(leaks[:10])
 
 
+async def test_no_value_leaks_from_push_refresh(
+    keyvault_emulator: KeyVaultEmulator, scanner: Scanner
+) -> None:
+    """Event Grid events, the emulator's delivery log, the endpoints and PushScheduler (its
+    logs, health records, a failing re-read whose exception quotes a value) carry no value."""
+    import datetime as dt
+
+    import aiohttp
+    from aiohttp import web
+
+    from kvconfig._refresh._push import PushScheduler, parse_events
+    from kvconfig.integrations.eventgrid import aiohttp_handler
+
+    emu = keyvault_emulator
+    s = scanner.secret
+    past = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    emu.seed({"api-key": s(), "db-password": s()})
+    bodies: list[bytes] = []
+    held: dict[str, str] = {"api-key": "", "db-password": ""}
+    done = asyncio.Event()
+
+    async with emu.secret_client() as client:
+
+        async def reread(names: set[str]) -> None:
+            try:
+                for name in names:
+                    secret = await client.get_secret(name)
+                    if name == "db-password":  # an error quoting the value, as a body would
+                        raise RuntimeError(f"bad value {secret.value}")
+                    held[name] = secret.properties.version or ""
+            finally:
+                done.set()
+
+        scheduler = PushScheduler(
+            emu.vault_url, tracked=held.get, reread=reread, notify_max_delay=0
+        )
+
+        class Tap:
+            def notify(self, events: object) -> None:
+                scanner.add("parsed events", events)
+
+        async def capture(request: web.Request) -> web.StreamResponse:
+            bodies.append(await request.read())
+            return await handler(request)
+
+        handler = aiohttp_handler([scheduler, Tap()], secret="delivery-secret")
+        app = web.Application()
+        app.router.add_route("*", "/events", capture)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/events"
+        try:
+            async with scheduler:
+                for schema in ("eventgrid", "cloudevents"):
+                    await emu.subscribe(url, schema=schema, secret="delivery-secret")
+                await client.set_secret("api-key", s("rotated"))
+                emu.set_secret("db-password", s("rotated"), expires_on=past)
+                emu.scan_expiry()
+                await emu.events_idle()
+                await asyncio.wait_for(done.wait(), 10)
+                delivered = list(bodies)
+                async with aiohttp.ClientSession() as session:  # a forged body quoting a value
+                    forged = f'[{{"eventType": "{s()}", "data": "{s()}"'
+                    async with session.post(url + "?code=delivery-secret", data=forged) as r:
+                        scanner.add("endpoint 400", await r.text())
+                with pytest.raises(Exception) as caught:
+                    parse_events(forged)
+                scanner.add_error("parse error", caught.value)
+                scanner.add("scheduler", scheduler, scheduler.expiry, scheduler.last_reread_error)
+        finally:
+            await runner.cleanup()
+    scanner.add("delivered bodies", *(b.decode() for b in delivered))
+    scanner.add("deliveries", *emu.deliveries, emu.events.subscriptions)
+    assert len(delivered) >= 8  # 2 handshakes + 3 events x 2 schemas
+    assert scheduler.reread_failures >= 1 and "db-password" in scheduler.expiry
+    leaks = scanner.leaks()
+    assert leaks == [], "\n".join(leaks[:10])
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
     """The exception and every one it keeps (cause and context, even when suppressed)."""
     seen: list[BaseException] = []
