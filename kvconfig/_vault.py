@@ -45,6 +45,7 @@ from kvconfig._errors import (
     KeyVaultReferenceError,
     MissingSettingError,
     SettingsValidationError,
+    VaultError,
 )
 from kvconfig._fetch import FetchedSecret, SecretFetcher, SecretStatus
 from kvconfig._names import (
@@ -349,7 +350,22 @@ class KeyVault:
         assert self._pool is not None
         chains = [chain(s) for s in plan.secrets]
         chains.extend((candidate,) for _, candidate in references)
-        return await read_chains(self._pool, chains, max_age=max_age)
+        try:
+            return await read_chains(self._pool, chains, max_age=max_age)
+        except VaultError as exc:
+            # The error names the vault and the secret; say which field(s) wanted it too.
+            name = (exc.secret_name or "").lower()
+            fields = [
+                planned.field
+                for planned, candidates in zip(plan.secrets, chains, strict=False)
+                if any(
+                    c.vault_url == exc.vault_url and c.ref.name.lower() == name for c in candidates
+                )
+            ]
+            fields += [found.field for found, c in references if c.ref.name.lower() == name]
+            if fields:
+                exc.add_note(f"needed by field(s): {', '.join(dict.fromkeys(fields))}")
+            raise
 
     def watch(
         self,

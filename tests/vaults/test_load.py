@@ -262,3 +262,19 @@ async def test_one_client_session_and_limit_per_vault(
     await vault.aclose()
     await vault.aclose()  # idempotent
     assert all(session.closed for session in sessions)
+
+
+async def test_a_refusal_names_vault_secret_and_field(
+    vaults: Vaults, make_multi: MultiFactory
+) -> None:
+    from kvconfig import VaultPermissionError
+
+    class OnlyShared(BaseSettings):
+        partner_key: Annotated[SecretStr, Secret(vault="shared")]
+
+    vaults.emu.faults.fail_next(5, status=403)
+    with pytest.raises(VaultPermissionError) as caught:
+        await make_multi().load(OnlyShared)
+    error = caught.value
+    assert error.vault_url == vaults.shared and error.secret_name == "partner-key"
+    assert "needed by field(s): partner_key" in error.__notes__
