@@ -24,7 +24,7 @@ import logging
 import ssl
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from os import PathLike
 from types import TracebackType
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import AzureError
 from azure.keyvault.secrets.aio import SecretClient
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SecretsSettingsSource
@@ -46,10 +47,12 @@ from kvconfig._errors import (
     MissingSettingError,
     SettingsValidationError,
     VaultError,
+    VaultUnavailableError,
 )
 from kvconfig._fetch import FetchedSecret, SecretFetcher, SecretStatus
 from kvconfig._names import (
     PlannedSecret,
+    SecretRef,
     SettingsPlan,
     is_valid_secret_name,
     normalize_prefix,
@@ -64,6 +67,7 @@ from kvconfig._references import (
 )
 from kvconfig._routing import Candidate, ReadResult, VaultPool, VaultSet, chain, read_chains
 from kvconfig._source import KeyVaultSettingsSource
+from kvconfig._translate import classify
 
 if TYPE_CHECKING:
     from kvconfig._changes import NotYetValid, OnMissing
@@ -424,6 +428,51 @@ class KeyVault:
             clock_skew=clock_skew,
             init_kwargs=init_kwargs,
         )
+
+    # -- contract for kvconfig._dropin (pydantic-settings' name rules) -------------------------
+    # The drop-in source decides its secret names itself; these two calls are all it uses.
+
+    async def _read_names(
+        self, names: Iterable[str]
+    ) -> dict[str, FetchedSecret]:  # contract: kvconfig._dropin
+        """GET these secrets (latest) as :meth:`load` does: lower-cased name -> result.
+
+        A name the primary vault does not have (404) is looked up in the fallback vaults.
+        """
+        refs = tuple(dict.fromkeys(SecretRef(name) for name in names))
+        if not refs:
+            return {}
+        self._open()
+        assert self._pool is not None
+        urls = (self._vaultset.primary, *self._vaultset.fallbacks)
+        chains = [tuple(Candidate(url, ref) for url in urls) for ref in refs]
+        result = await read_chains(self._pool, chains)
+        return {
+            ref.name.lower(): resolution.secret
+            for ref, resolution in zip(refs, result.resolutions, strict=True)
+        }
+
+    async def _list_names(self) -> list[str]:  # contract: kvconfig._dropin
+        """The names (as the vault spells them) of the vault's enabled secrets: one list pass."""
+        self._open()
+        assert self._client is not None
+        names: list[str] = []
+        try:
+            async for item in self._client.list_properties_of_secrets():
+                if item.name and item.enabled:
+                    names.append(item.name)
+        except (AzureError, TimeoutError) as exc:
+            verdict = classify(exc, vault_url=self._vault_url, secret_name="*")
+            if verdict is None:
+                raise
+            error: VaultError = verdict.error or VaultUnavailableError(
+                f"listing the secrets of vault {self._vault_url} failed ({verdict.reason})",
+                vault_url=self._vault_url,
+                status=getattr(exc, "status_code", None),
+            )
+        else:
+            return names
+        raise error from None
 
     def _build(
         self,

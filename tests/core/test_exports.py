@@ -5,6 +5,7 @@ from __future__ import annotations
 import kvconfig
 
 CORE = {
+    "AzureKeyVaultSettingsSource",
     "FetchedSecret",
     "KeyVault",
     "KeyVaultSettingsSource",
@@ -12,6 +13,8 @@ CORE = {
     "Secret",
     "SecretStatus",
     "SettingsPlan",
+    "SyncKeyVault",
+    "SyncLiveSettings",
 }
 
 

@@ -567,3 +567,65 @@ def _seed_over_sdk(env: dict[str, str], values: dict[str, str], mp: pytest.Monke
     ):
         for name, value in values.items():
             client.set_secret(name, value)
+
+
+def test_no_value_leaks_from_the_sync_api_and_the_dropin(scanner: Scanner) -> None:
+    from pydantic_settings import PydanticBaseSettingsSource
+
+    from kvconfig import AzureKeyVaultSettingsSource, SyncKeyVault
+    from kvconfig.emulator import EmulatorThread
+
+    class Flat(BaseSettings):
+        api_key: SecretStr
+        database: Database
+
+    s = scanner.secret
+    with EmulatorThread() as emu:
+        emu.seed({"api-key": s(), "database--host": s("host"), "database--password": s("pw")})
+        events: list[ChangeEvent] = []
+        with SyncKeyVault(emu.vault_url, emu.sync_credential(), ca_file=emu.ca_file) as vault:
+            settings = vault.load(Flat)
+            live = vault.watch(Flat, on_change=events.append)
+            emu.set_secret("api-key", s("rotated"))
+            scanner.add("sync", vault, settings, live, live.refresh(), live.health, live.current)
+            live.close()
+            scanner.add("sync events", *events)
+            with pytest.raises(MissingSettingError) as caught:
+                vault.load(Required)
+            scanner.add_error("sync missing", caught.value)
+
+        sources: list[PydanticBaseSettingsSource] = []
+
+        class Dropin(Flat):
+            @classmethod
+            def settings_customise_sources(
+                cls,
+                settings_cls: type[BaseSettings],
+                init_settings: PydanticBaseSettingsSource,
+                env_settings: PydanticBaseSettingsSource,
+                dotenv_settings: PydanticBaseSettingsSource,
+                file_secret_settings: PydanticBaseSettingsSource,
+            ) -> tuple[PydanticBaseSettingsSource, ...]:
+                source = AzureKeyVaultSettingsSource(
+                    settings_cls,
+                    emu.vault_url,
+                    emu.sync_credential(),
+                    dash_to_underscore=True,
+                    ca_file=emu.ca_file,
+                    startup_timeout=0.3,
+                )
+                sources.append(source)
+                return (init_settings, source)
+
+        dropped = Dropin()
+        assert dropped.api_key.get_secret_value().startswith(CANARY_PREFIX)
+        source = sources[0]
+        assert isinstance(source, AzureKeyVaultSettingsSource)
+        scanner.add("dropin", dropped, source, source.env_vars)
+        emu.faults.fail_next(1, status=403)
+        with pytest.raises(VaultPermissionError) as refused:
+            Dropin()
+        scanner.add_error("dropin 403", refused.value)
+    leaks = scanner.leaks()
+    assert scanner.records > 5, "the loggers captured nothing"
+    assert leaks == [], "\n".join(leaks[:10])

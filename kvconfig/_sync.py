@@ -1,0 +1,432 @@
+"""Sync access to the async core: a private event loop thread, ``SyncKeyVault`` and its live object.
+
+Every sync API runs kvconfig's async core on a private event loop on a worker thread
+(:class:`LoopThread`), so it works whether or not the caller's thread runs a loop (Jupyter,
+an async framework's sync hook) and from several threads at once. A caller blocks only for the
+work it asked for; background refresh runs on the private loop.
+
+Sync credentials (``azure.identity.DefaultAzureCredential()``) are adapted to the aio SDK by
+:class:`SyncCredentialAdapter`, which runs ``get_token`` on the loop's default executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import inspect
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+
+from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
+from azure.core.credentials_async import AsyncTokenCredential
+from pydantic_settings import BaseSettings
+
+from kvconfig._errors import ClosedError, ConfigurationError
+from kvconfig._vault import KeyVault
+
+if TYPE_CHECKING:
+    from kvconfig._changes import ChangeEvent, NotYetValid, OnMissing
+    from kvconfig._health import Health
+    from kvconfig._names import SettingsPlan
+    from kvconfig._watch import LiveSettings
+
+__all__ = ["LoopThread", "SyncCredentialAdapter", "SyncKeyVault", "SyncLiveSettings", "as_async"]
+
+logger = logging.getLogger("kvconfig")
+
+T = TypeVar("T")
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+SyncChangeCallback = Callable[["ChangeEvent"], object]
+
+
+class LoopThread:
+    """An event loop on its own (non-daemon) thread; :meth:`run` submits coroutines to it.
+
+    :meth:`close` stops the loop (after cancelling what still runs, shutting down its default
+    executor and async generators) and joins the thread. Idempotent.
+    """
+
+    def __init__(self, name: str = "kvconfig-loop") -> None:
+        self._loop = asyncio.new_event_loop()
+        self._closed = False
+        self._lock = threading.Lock()
+        # A daemon thread, so a SyncKeyVault left open cannot hang interpreter exit; the atexit
+        # hook below closes those properly while the thread still runs.
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The private loop (for ``call_soon_threadsafe``)."""
+        return self._loop
+
+    def _serve(self) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the private loop and wait for its result (or exception)."""
+        with self._lock:
+            if self._closed:
+                coro.close()
+                raise ClosedError("the private event loop is closed")
+            if threading.current_thread() is self._thread:
+                coro.close()
+                raise RuntimeError("a sync kvconfig API was called from its own loop thread")
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # KeyboardInterrupt in the caller: do not leave the work running
+            raise
+
+    def close(self) -> None:
+        """Stop the loop and join its thread. Idempotent; safe from any thread but the loop's."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closed
+
+
+def run_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run one coroutine on a fresh private loop thread, then stop and join it."""
+    thread = LoopThread("kvconfig-load")
+    try:
+        return thread.run(factory())
+    finally:
+        thread.close()
+
+
+class SyncCredentialAdapter(AsyncTokenCredential):
+    """A sync ``TokenCredential`` seen as an ``AsyncTokenCredential`` (calls run in a thread).
+
+    ``close()`` closes the wrapped credential only when ``close_credential`` is true.
+    """
+
+    def __init__(self, credential: TokenCredential, *, close_credential: bool = False) -> None:
+        self._credential = credential
+        self._close_credential = close_credential
+
+    def __repr__(self) -> str:
+        return f"SyncCredentialAdapter({type(self._credential).__name__})"
+
+    async def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        def call() -> AccessToken:
+            return self._credential.get_token(
+                *scopes, claims=claims, tenant_id=tenant_id, enable_cae=enable_cae, **kwargs
+            )
+
+        return await asyncio.to_thread(call)
+
+    async def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        getter = getattr(self._credential, "get_token_info", None)
+        if getter is not None:
+            info: AccessTokenInfo = await asyncio.to_thread(getter, *scopes, options=options)
+            return info
+        token = await self.get_token(*scopes)
+        return AccessTokenInfo(token.token, token.expires_on)
+
+    async def close(self) -> None:
+        if self._close_credential:
+            closer = getattr(self._credential, "close", None)
+            if closer is not None:
+                # Directly, not in an executor: at interpreter exit executors refuse new work.
+                closer()
+
+    async def __aexit__(self, *args: object) -> None:
+        await self.close()
+
+
+def is_async_credential(credential: object) -> bool:
+    """Whether ``credential.get_token`` is a coroutine function (an ``azure.identity.aio`` one)."""
+    return inspect.iscoroutinefunction(getattr(credential, "get_token", None))
+
+
+def as_async(credential: Any, *, close_credential: bool) -> tuple[AsyncTokenCredential, bool]:
+    """The credential as an aio one, and whether ``KeyVault`` should close it.
+
+    A sync credential is wrapped; the wrapper closes it only if ``close_credential``.
+    """
+    if is_async_credential(credential):
+        return credential, close_credential
+    if not callable(getattr(credential, "get_token", None)):
+        raise ConfigurationError(
+            f"credential must be an azure TokenCredential or AsyncTokenCredential, "
+            f"got {type(credential).__name__}"
+        )
+    return SyncCredentialAdapter(credential, close_credential=close_credential), True
+
+
+class SyncKeyVault:
+    """:class:`~kvconfig.KeyVault` for sync code: Django, Flask, Celery, scripts, notebooks.
+
+    ::
+
+        with SyncKeyVault(vault_url, DefaultAzureCredential()) as vault:
+            settings = vault.load(Settings)
+            live = vault.watch(Settings, interval=60)
+            live.current            # any thread, no I/O
+
+    ``credential`` may be sync (``azure.identity``) or async (``azure.identity.aio``). Options
+    are :class:`~kvconfig.KeyVault`'s. The vault runs on a private event loop thread, created
+    here and stopped (after closing the client, the session and the credential) by
+    :meth:`close`; calls work from any thread, with or without a running loop in it.
+    """
+
+    def __init__(self, vault_url: str, credential: Any, **options: Any) -> None:
+        close_credential = bool(options.pop("close_credential", True))
+        aio_credential, close = as_async(credential, close_credential=close_credential)
+        # Validates the arguments (URL, CA file, ...) before a thread exists.
+        self._vault = KeyVault(vault_url, aio_credential, close_credential=close, **options)
+        self._thread = LoopThread("kvconfig-sync")
+        self._lives: list[SyncLiveSettings[Any]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        _OPEN.add(self)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SyncKeyVault({self._vault.vault_url!r})"
+
+    @property
+    def vault_url(self) -> str:
+        """The vault's URL (no trailing slash)."""
+        return self._vault.vault_url
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closed
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ClosedError(f"{self!r} is closed")
+
+    def plan(self, settings_cls: type[BaseSettings]) -> SettingsPlan:
+        """Which secrets :meth:`load` would request (no I/O)."""
+        return self._vault.plan(settings_cls)
+
+    def load(self, settings_cls: type[SettingsT], /, **init_kwargs: Any) -> SettingsT:
+        """As :meth:`kvconfig.KeyVault.load`, blocking until the instance is built."""
+        self._check()
+        return self._thread.run(self._vault.load(settings_cls, **init_kwargs))
+
+    def watch(
+        self,
+        settings_cls: type[SettingsT],
+        /,
+        *,
+        interval: float | timedelta = 60.0,
+        max_staleness: float | timedelta | None = None,
+        on_missing: OnMissing = "keep",
+        not_yet_valid: NotYetValid = "ignore",
+        on_change: SyncChangeCallback | None = None,
+        clock_skew: float | timedelta = 1.0,
+        **init_kwargs: Any,
+    ) -> SyncLiveSettings[SettingsT]:
+        """Load ``settings_cls`` and keep it fresh in the background: a :class:`SyncLiveSettings`.
+
+        Returns once the first load succeeded (same errors as :meth:`load`). ``on_change`` is
+        called with each :class:`~kvconfig.ChangeEvent`, in order, on a dedicated callback thread
+        (never on the loop, so a slow callback delays no refresh). Closed by its own
+        ``close()`` or by this vault's.
+        """
+        self._check()
+        live = SyncLiveSettings[SettingsT](self._thread, on_change)
+        inner = self._vault.watch(
+            settings_cls,
+            interval=interval,
+            max_staleness=max_staleness,
+            on_missing=on_missing,
+            not_yet_valid=not_yet_valid,
+            on_change=live._dispatch if on_change is not None else None,
+            clock_skew=clock_skew,
+            **init_kwargs,
+        )
+        try:
+            live._start(inner)
+        except BaseException:
+            live.close()
+            raise
+        with self._lock:
+            self._lives.append(live)
+        return live
+
+    def close(self) -> None:
+        """Stop every live object, close the vault, stop the loop thread. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            lives, self._lives = self._lives, []
+        try:
+            for live in lives:
+                live.close()
+            self._thread.run(self._vault.aclose())
+        finally:
+            self._thread.close()
+
+
+_OPEN: weakref.WeakSet[SyncKeyVault] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_vaults() -> None:
+    """Close what the program left open (client, session, credential, loop thread) at exit."""
+    for vault in list(_OPEN):
+        try:
+            vault.close()
+        except Exception:  # exiting anyway: report, do not mask the exit
+            logger.warning("closing %r at exit failed", vault, exc_info=True)
+
+
+class SyncLiveSettings(Generic[SettingsT]):
+    """A live Settings object for sync code: see :meth:`SyncKeyVault.watch`.
+
+    ``current`` is the latest validated instance: a plain attribute read, safe from any thread.
+    ``refresh()`` refreshes now and returns the :class:`~kvconfig.ChangeEvent` (or ``None``);
+    ``health`` is the :class:`~kvconfig.Health` snapshot. ``close()`` (or ``with``) stops the
+    background refresh and the callback thread; ``current`` stays readable.
+    """
+
+    def __init__(self, thread: LoopThread, on_change: SyncChangeCallback | None) -> None:
+        self._thread = thread
+        self._on_change = on_change
+        self._live: LiveSettings[SettingsT] | None = None
+        self._callbacks = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kvconfig-callback")
+            if on_change is not None
+            else None
+        )
+        self._closed = False
+        self._lock = threading.Lock()
+        self._in_callback = threading.local()
+
+    def _start(self, live: LiveSettings[SettingsT]) -> None:
+        async def enter() -> None:
+            await live.__aenter__()
+
+        self._thread.run(enter())
+        self._live = live
+
+    async def _dispatch(self, event: ChangeEvent) -> None:
+        """The async ``on_change`` handed to ``LiveSettings``: queue the call, never wait on it."""
+        if self._callbacks is not None and self._on_change is not None:
+            with contextlib.suppress(RuntimeError):  # shut down while closing
+                self._callbacks.submit(self._call, self._on_change, event)
+
+    def _call(self, callback: SyncChangeCallback, event: ChangeEvent) -> None:
+        self._in_callback.active = True
+        try:
+            callback(event)
+        except Exception:
+            logger.exception("on_change callback failed for generation %d", event.generation)
+        finally:
+            self._in_callback.active = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SyncLiveSettings({self._live!r})"
+
+    def _inner(self) -> LiveSettings[SettingsT]:
+        if self._live is None:
+            raise ClosedError("the live settings were never started")
+        return self._live
+
+    @property
+    def current(self) -> SettingsT:
+        """The latest validated Settings instance (no I/O, no lock)."""
+        return self._inner().current
+
+    @property
+    def health(self) -> Health:
+        """Health of the background refresh, for readiness probes."""
+        return self._inner().health
+
+    @property
+    def generation(self) -> int:
+        """How many new configurations were published since the first load."""
+        return self._inner().generation
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closed
+
+    def refresh(self) -> ChangeEvent | None:
+        """Refresh now (blocking): the :class:`~kvconfig.ChangeEvent`, or ``None`` if unchanged."""
+        if self._closed:
+            raise ClosedError(f"{self!r} is closed")
+        return self._thread.run(self._inner().refresh())
+
+    def close(self) -> None:
+        """Stop the background refresh, then the callback thread (queued calls run). Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            if self._live is not None and not self._thread.closed:
+                self._thread.run(self._live.aclose())
+        finally:
+            if self._callbacks is not None:
+                # From inside a callback, waiting for the callback thread would wait for itself.
+                inside = getattr(self._in_callback, "active", False)
+                self._callbacks.shutdown(wait=not inside)

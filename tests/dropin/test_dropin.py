@@ -1,0 +1,130 @@
+"""The drop-in source: exact GETs, concurrent, from any thread, with or without a running loop."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from pydantic import BaseModel, SecretStr
+from pydantic_settings import BaseSettings
+
+from kvconfig import AzureKeyVaultSettingsSource, ConfigurationError, VaultAuthenticationError
+from kvconfig.emulator import KeyVaultEmulator
+
+from .conftest import SourceFactory, with_source
+
+
+class Database(BaseModel):
+    host: str
+    password: SecretStr
+
+
+class Settings(BaseSettings):
+    api_key: SecretStr
+    database: Database
+    log_level: str = "INFO"
+
+
+SECRETS = {"api-key": "k1", "database--host": "db.local", "database--password": "pw"}
+for index in range(40):
+    SECRETS[f"unrelated-{index}"] = "x"
+
+
+def _secret_requests(emu: KeyVaultEmulator) -> list[str]:
+    return [r.path for r in emu.requests if r.status != 401]
+
+
+def test_reads_exactly_what_the_class_can_use(
+    sync_emulator: KeyVaultEmulator, dropin: Callable[..., SourceFactory]
+) -> None:
+    sync_emulator.seed(SECRETS)
+    settings = with_source(Settings, dropin(dash_to_underscore=True))()
+    assert settings.database.password.get_secret_value() == "pw"  # type: ignore[attr-defined]
+    paths = sorted(p.strip("/").split("/")[1] for p in _secret_requests(sync_emulator))
+    # no list; api-key, log-level, database (JSON) and its two fields; nothing unrelated
+    assert all(p.startswith("/secrets/") for p in _secret_requests(sync_emulator))
+    assert paths == [
+        "api-key",
+        "database",
+        "database--host",
+        "database--password",
+        "log-level",
+    ]
+    assert [r.status for r in sync_emulator.requests].count(401) == 1
+
+
+def test_without_dash_to_underscore_underscored_names_are_never_requested(
+    sync_emulator: KeyVaultEmulator, dropin: Callable[..., SourceFactory]
+) -> None:
+    class Plain(BaseSettings):
+        api_key: str = "default"
+
+    sync_emulator.seed({"api-key": "v"})
+    assert with_source(Plain, dropin())().api_key == "default"  # type: ignore[attr-defined]
+    assert sync_emulator.requests == []  # `api_key` cannot be a Key Vault name: no request
+
+
+def test_inside_a_running_loop(
+    sync_emulator: KeyVaultEmulator, dropin: Callable[..., SourceFactory]
+) -> None:
+    sync_emulator.seed(SECRETS)
+    cls = with_source(Settings, dropin(dash_to_underscore=True))
+
+    async def main() -> BaseSettings:
+        return cls()  # plain Settings() in an async function, as a notebook cell does
+
+    assert asyncio.run(main()).database.host == "db.local"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("aio", [False, True], ids=["sync-cred", "aio-cred"])
+def test_from_four_threads_at_once(
+    sync_emulator: KeyVaultEmulator, dropin: Callable[..., SourceFactory], aio: bool
+) -> None:
+    sync_emulator.seed(SECRETS)
+    cls = with_source(Settings, dropin(aio=aio, dash_to_underscore=True))
+    with ThreadPoolExecutor(4) as pool:
+        hosts = list(pool.map(lambda _: cls().database.host, range(8)))  # type: ignore[attr-defined]
+    assert hosts == ["db.local"] * 8
+    gc.collect()  # an unclosed session or client would warn (warnings are errors)
+
+
+def test_unknown_option_is_refused_before_any_request(sync_emulator: KeyVaultEmulator) -> None:
+    with pytest.raises(ConfigurationError, match="unknown option"):
+        AzureKeyVaultSettingsSource(
+            Settings, sync_emulator.vault_url, sync_emulator.sync_credential(), bogus=1
+        )
+    assert sync_emulator.requests == []
+
+
+def test_refused_credential_raises_vault_error(sync_emulator: KeyVaultEmulator) -> None:
+    class BadCredential:
+        def get_token(self, *scopes: str, **kwargs: object) -> object:
+            from azure.core.credentials import AccessToken
+
+            return AccessToken("not-a-token", 2**31)
+
+    with pytest.raises(VaultAuthenticationError):
+        AzureKeyVaultSettingsSource(
+            Settings,
+            sync_emulator.vault_url,
+            BadCredential(),
+            dash_to_underscore=True,
+            ca_file=sync_emulator.ca_file,
+        )
+
+
+def test_logs_one_line_without_values(
+    sync_emulator: KeyVaultEmulator,
+    dropin: Callable[..., SourceFactory],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sync_emulator.seed(SECRETS)
+    with caplog.at_level(logging.DEBUG, logger="kvconfig"):
+        with_source(Settings, dropin(dash_to_underscore=True))()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "pydantic-settings rules" in text
+    assert "db.local" not in text and "pw" not in text.split() and "k1" not in text
