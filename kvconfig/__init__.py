@@ -1,6 +1,5 @@
 """kvconfig: load pydantic-settings classes from Azure Key Vault, concurrently."""
 
-from kvconfig._changes import ChangeEvent, SecretChange
 from kvconfig._dropin import AzureKeyVaultSettingsSource
 from kvconfig._errors import (
     ClosedError,
@@ -8,6 +7,7 @@ from kvconfig._errors import (
     InvalidSecretNameError,
     KeyVaultReferenceError,
     KvConfigError,
+    MalformedResponseError,
     MissingSettingError,
     SecretNameCollisionError,
     SettingsValidationError,
@@ -16,14 +16,15 @@ from kvconfig._errors import (
     VaultPermissionError,
     VaultUnavailableError,
 )
-from kvconfig._fetch import FetchedSecret, SecretStatus
-from kvconfig._health import Health
+from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._names import PlannedSecret, SettingsPlan
+from kvconfig._refresh._events import ChangeEvent, SecretChange
+from kvconfig._refresh._health import Health
+from kvconfig._refresh._watch import ChangeStream, LiveSettings
 from kvconfig._secret import Secret
 from kvconfig._source import KeyVaultSettingsSource
 from kvconfig._sync import SyncKeyVault, SyncLiveSettings
 from kvconfig._vault import KeyVault
-from kvconfig._watch import ChangeStream, LiveSettings
 
 __all__ = [
     "AzureKeyVaultSettingsSource",
@@ -39,6 +40,7 @@ __all__ = [
     "KeyVaultSettingsSource",
     "KvConfigError",
     "LiveSettings",
+    "MalformedResponseError",
     "MissingSettingError",
     "PlannedSecret",
     "Secret",

@@ -27,9 +27,9 @@ from typing import Any, TextIO
 from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic_settings import BaseSettings
 
-from kvconfig._changes import ChangeEvent
 from kvconfig._cli import UsageError
 from kvconfig._explain import FieldReport, build_report
+from kvconfig._refresh._events import ChangeEvent
 from kvconfig._table import MASK, Cell, Style, render_table, short_version
 from kvconfig._vault import KeyVault
 from kvconfig.emulator import KeyVaultEmulator

@@ -13,6 +13,8 @@ Every error kvconfig raises derives from :class:`KvConfigError`::
     │   ├── VaultAuthenticationError    401: the credential was refused
     │   ├── VaultPermissionError        403 other than a disabled secret
     │   └── VaultUnavailableError       transient failures outlasted the startup timeout
+    │       └── MalformedResponseError      the vault (or a proxy) kept answering 2xx with a body
+    │                                       that is not the expected JSON
     ├── ClosedError                   the KeyVault (or watcher) was used after aclose()
     └── EventFormatError              a push notification body is not Event Grid / CloudEvents
 
@@ -28,6 +30,7 @@ __all__ = [
     "InvalidSecretNameError",
     "KeyVaultReferenceError",
     "KvConfigError",
+    "MalformedResponseError",
     "MissingSettingError",
     "SecretNameCollisionError",
     "SettingsValidationError",
@@ -122,7 +125,32 @@ class VaultPermissionError(VaultError):
 
 
 class VaultUnavailableError(VaultError):
-    """Transient failures (429, 5xx, network) did not clear within the allowed time."""
+    """Transient failures (429, 5xx, network) did not clear within the allowed time.
+
+    ``retry_after`` is the longest ``Retry-After`` (seconds) the vault sent, if any: a hint for
+    whoever retries the whole operation later.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        vault_url: str,
+        secret_name: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            message, vault_url=vault_url, secret_name=secret_name, status=status, code=code
+        )
+        self.retry_after = retry_after
+
+
+class MalformedResponseError(VaultUnavailableError):
+    """A 2xx answer whose body is not the expected JSON (a truncating proxy, a gateway's HTML
+    page) kept coming back until the deadline. ``status`` is the HTTP status; the body is never
+    kept (it may hold a value)."""
 
 
 class ClosedError(KvConfigError):

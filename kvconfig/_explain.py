@@ -44,6 +44,7 @@ from pydantic_settings import (
 from pydantic_settings.exceptions import SettingsError
 from pydantic_settings.sources import DefaultSettingsSource
 
+from kvconfig._build import insert_source as _insert_source
 from kvconfig._cli import UsageError
 from kvconfig._errors import (
     InvalidSecretNameError,
@@ -51,12 +52,12 @@ from kvconfig._errors import (
     SettingsValidationError,
     VaultAuthenticationError,
 )
-from kvconfig._fetch import FetchedSecret, SecretStatus
+from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._names import PlannedSecret, SettingsPlan, is_valid_secret_name, plan_with_problems
 from kvconfig._redact import safe_errors
 from kvconfig._source import KeyVaultSettingsSource
 from kvconfig._table import Cell, Style, format_time, render_table, short_version
-from kvconfig._vault import KeyVault, _insert_source
+from kvconfig._vault import KeyVault
 
 __all__ = [
     "ExplainReport",
@@ -537,7 +538,7 @@ def _validate(
         # Already reported, with the reason: unsupplied fields and undecodable vault values.
         reported = {f.field for f in fields if not f.satisfied or f.status == "invalid-value"}
         problems: list[Problem] = []
-        for error in safe_errors(exc):
+        for error in safe_errors(exc, settings_cls):
             where = ".".join(str(part) for part in error["loc"])
             if error["type"] == "missing" and where in reported:
                 continue

@@ -8,8 +8,11 @@
 - ``max_age``: accept cached results at most this old (seconds). ``None`` = the fetcher's TTL;
   ``0`` = bypass the cache (the result is still stored). Requests already in flight for a key
   are always joined (single-flight), whatever ``max_age``.
-- ``timeout``: give up on transient failures after this many seconds (default: the startup
-  timeout) with :class:`~kvconfig.VaultUnavailableError` naming every secret that failed.
+- ``timeout``: this caller's own budget in seconds (default: the startup timeout). Every attempt
+  (token fetch included) gets at most what is left of it; then
+  :class:`~kvconfig.VaultUnavailableError` names every secret that failed (its ``retry_after``
+  carries the server's hint). A request shared with other callers keeps running while any of
+  them still has time; a caller joining it never inherits another caller's deadline.
 - Returns a :class:`FetchedSecret` per key: ``FOUND``, ``MISSING`` (404) or ``DISABLED``.
   Permanent errors (401, 403, 400, untrusted TLS) are raised at once, unretried, and cancel the
   call's other requests.
@@ -22,22 +25,21 @@ the 401 challenge and the token fetch once, then everything else goes out at onc
 from __future__ import annotations
 
 import asyncio
-import enum
 import functools
 import logging
-import random
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from azure.core.exceptions import AzureError
 from azure.keyvault.secrets import KeyVaultSecret
 from azure.keyvault.secrets.aio import SecretClient
 
-from kvconfig._errors import ClosedError
+from kvconfig._cache import CacheKey, SecretCache
+from kvconfig._errors import ClosedError, VaultError
+from kvconfig._model import FetchedSecret, FetchResult, SecretStatus
 from kvconfig._names import SecretRef
+from kvconfig._retry import Deadline, RetryPolicy
 from kvconfig._translate import Outcome, classify, unavailable_error
 
 __all__ = [
@@ -52,143 +54,53 @@ __all__ = [
 logger = logging.getLogger("kvconfig")
 
 
-class SecretStatus(enum.Enum):
-    """What the vault said about a secret."""
-
-    FOUND = "found"
-    MISSING = "missing"
-    DISABLED = "disabled"
-
-
-@dataclass(frozen=True, slots=True)
-class FetchedSecret:
-    """One secret as read from the vault (or its absence). ``value`` never appears in reprs."""
-
-    name: str
-    status: SecretStatus
-    version: str | None = None
-    value: str | None = field(default=None, repr=False)
-    enabled: bool | None = None
-    content_type: str | None = None
-    created: datetime | None = None
-    updated: datetime | None = None
-    expires_on: datetime | None = None
-    not_before: datetime | None = None
-    # Wall-clock time (time.time()) the request that produced this answer was sent; kept with
-    # cached and shared answers, so refresh knows how recent each observation really is.
-    sent_at: float | None = field(default=None, compare=False)
-
-    @property
-    def found(self) -> bool:
-        """Whether the secret exists, is enabled and has a value."""
-        return self.status is SecretStatus.FOUND
-
-    def is_expired(self, now: datetime | None = None) -> bool:
-        """Whether ``expires_on`` is in the past (Key Vault still serves expired secrets)."""
-        if self.expires_on is None:
-            return False
-        return self.expires_on <= (now or datetime.now(UTC))
-
-    def is_not_yet_valid(self, now: datetime | None = None) -> bool:
-        """Whether ``not_before`` is in the future (Key Vault still serves such secrets)."""
-        if self.not_before is None:
-            return False
-        return self.not_before > (now or datetime.now(UTC))
-
-
-class CacheKey(NamedTuple):
-    """Cache identity of a secret: vault URL, lower-cased name, version (``None`` = latest)."""
-
-    vault: str
-    name: str
-    version: str | None
-
-
-class SecretCache:
-    """TTL cache of :class:`FetchedSecret` (found, missing and disabled alike).
-
-    Args:
-        ttl: Seconds an entry stays fresh. ``0`` disables caching (nothing is stored).
-        clock: Monotonic clock, injectable for tests of the refresh logic.
-    """
-
-    __slots__ = ("_clock", "_entries", "ttl")
-
-    def __init__(self, ttl: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl = ttl
-        self._clock = clock
-        self._entries: dict[CacheKey, tuple[FetchedSecret, float]] = {}
-
-    def get(self, key: CacheKey, max_age: float | None = None) -> FetchedSecret | None:
-        """The cached entry if it is at most ``max_age`` (default: ``ttl``) seconds old."""
-        limit = self.ttl if max_age is None else min(max_age, self.ttl)
-        if limit <= 0:
-            return None
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        secret, stored_at = entry
-        if self._clock() - stored_at >= limit:
-            return None
-        return secret
-
-    def put(self, key: CacheKey, secret: FetchedSecret) -> None:
-        """Store ``secret`` as fresh now (no-op when caching is disabled)."""
-        if self.ttl > 0:
-            self._entries[key] = (secret, self._clock())
-
-    def age(self, key: CacheKey) -> float | None:
-        """Seconds since ``key`` was stored, or ``None``."""
-        entry = self._entries.get(key)
-        return None if entry is None else self._clock() - entry[1]
-
-    def invalidate(self, key: CacheKey | None = None) -> None:
-        """Forget one entry, or all of them."""
-        if key is None:
-            self._entries.clear()
-        else:
-            self._entries.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-@dataclass(frozen=True, slots=True)
-class FetchResult:
-    """What one :meth:`SecretFetcher.fetch` call got.
-
-    Attributes:
-        secrets: Result per ``SecretRef.key`` (lower-cased name, version).
-        requests: HTTP attempts made by requests this call started (retries included; joined
-            in-flight requests and cache hits are not counted).
-        cache_hits: Keys served from the cache.
-        joined: Keys served by joining a request already in flight.
-    """
-
-    secrets: Mapping[tuple[str, str | None], FetchedSecret]
-    requests: int
-    cache_hits: int
-    joined: int
-
-    def get(self, ref: SecretRef) -> FetchedSecret | None:
-        """The result for ``ref``, if it was requested."""
-        return self.secrets.get(ref.key)
-
-
 class _Unavailable(NamedTuple):
     reason: str
+    retry_after: float | None = None
+
+
+_NO_ANSWER = "no answer within the deadline"
 
 
 class _Flight:
-    """One in-flight read of one secret, shared by every caller that needs it."""
+    """One in-flight read of one secret, shared by every caller that needs it.
 
-    __slots__ = ("attempts", "key", "task", "waiters")
+    ``deadline`` is the latest deadline of the callers waiting for it: a caller with more time
+    joining extends it (and the attempt in progress), one with less just stops waiting.
+    """
 
-    def __init__(self, key: CacheKey) -> None:
+    __slots__ = (
+        "attempts",
+        "cut",
+        "deadline",
+        "key",
+        "reason",
+        "retry_after",
+        "scope",
+        "task",
+        "waiters",
+    )
+
+    def __init__(self, key: CacheKey, deadline: float, cut: float) -> None:
         self.key = key
         self.attempts = 0
         self.waiters = 0
+        self.deadline = deadline  # no attempt starts after it
+        self.cut = cut  # an attempt still running then is cut off
+        self.reason = _NO_ANSWER
+        self.retry_after: float | None = None
+        self.scope: asyncio.Timeout | None = None
         self.task: asyncio.Task[FetchedSecret | _Unavailable]
+
+    def extend(self, deadline: float, cut: float) -> None:
+        self.deadline = max(self.deadline, deadline)
+        if cut > self.cut:
+            self.cut = cut
+            if self.scope is not None and not self.scope.expired():
+                self.scope.reschedule(cut)
+
+    def unavailable(self) -> _Unavailable:
+        return _Unavailable(self.reason, self.retry_after)
 
 
 class SecretFetcher:
@@ -201,8 +113,7 @@ class SecretFetcher:
         max_concurrency: Requests in flight at most.
         startup_timeout: Default ``timeout`` of :meth:`fetch`, in seconds.
         request_timeout: Per-attempt connect and read timeout, in seconds.
-        retry_backoff: First backoff ceiling in seconds; doubles per attempt (full jitter).
-        retry_backoff_max: Largest backoff ceiling in seconds.
+        retry: The retry policy (backoff, jitter, ``Retry-After`` floor).
         token_ready: Set by the credential wrapper once the client holds a token; lets the
             other requests go out while the priming request is still in flight.
         semaphore: Share this limit on requests in flight (several vaults, one load) instead
@@ -218,8 +129,7 @@ class SecretFetcher:
         max_concurrency: int,
         startup_timeout: float,
         request_timeout: float,
-        retry_backoff: float,
-        retry_backoff_max: float,
+        retry: RetryPolicy,
         token_ready: asyncio.Event | None = None,
         semaphore: asyncio.Semaphore | None = None,
     ) -> None:
@@ -229,17 +139,13 @@ class SecretFetcher:
         self.cache = cache
         self._semaphore = semaphore or asyncio.Semaphore(max_concurrency)
         self.startup_timeout = startup_timeout
-        self._request_timeout = request_timeout
-        self._backoff = retry_backoff
-        self._backoff_max = retry_backoff_max
+        self.request_timeout = request_timeout
+        self.retry = retry
         self._flights: dict[CacheKey, _Flight] = {}
         self._authenticated = False
         self._priming: _Flight | None = None
         self._closed = False
         self.total_requests = 0
-        # The latest ``Retry-After`` (seconds) the vault sent: a hint for callers that back off
-        # between whole fetches (live refresh) after this fetcher gave up.
-        self.last_retry_after: float | None = None
 
     # -- public -----------------------------------------------------------------------------
 
@@ -249,11 +155,19 @@ class SecretFetcher:
         *,
         max_age: float | None = None,
         timeout: float | None = None,
+        strict: bool = True,
     ) -> FetchResult:
-        """Read ``refs`` (cache, then in-flight requests, then the vault). See module docstring."""
+        """Read ``refs`` (cache, then in-flight requests, then the vault). See module docstring.
+
+        ``strict=False`` (refresh): no attempt starts after ``timeout``, but one in progress may
+        finish (within ``request_timeout``), so an interval shorter than a round trip does not
+        make every refresh fail. ``strict=True`` (load): nothing outlives ``timeout``.
+        """
         self._check_open()
         started = time.monotonic()
-        deadline = started + (self.startup_timeout if timeout is None else timeout)
+        budget = self.startup_timeout if timeout is None else timeout
+        last_start = started + budget
+        deadline = Deadline(last_start if strict else last_start + self.request_timeout)
         wanted: dict[CacheKey, SecretRef] = {}
         for ref in refs:
             wanted.setdefault(self._key(ref), ref)
@@ -261,10 +175,11 @@ class SecretFetcher:
         cache_hits = self._from_cache(wanted, results, max_age)
 
         flights: dict[CacheKey, tuple[_Flight, bool]] = {}
+        unavailable: dict[str, _Unavailable] = {}
         try:
             todo = [key for key in wanted if key not in results]
             if todo and not self._authenticated:
-                await self._prime(wanted, todo, flights, deadline)
+                await self._prime(wanted, todo, flights, last_start, deadline)
                 if self._primed_badly(flights):
                     todo = []  # the vault is not answering: do not fan out into the outage
                 else:
@@ -273,22 +188,29 @@ class SecretFetcher:
                     )
                     todo = [key for key in wanted if key not in results and key not in flights]
             for key in todo:
-                flights[key] = self._join(key, wanted[key], deadline)
-            await self._wait(flights)
+                flights[key] = self._join(key, wanted[key], last_start, deadline)
+            await self._wait(flights, deadline)
+            for key, (flight, _) in flights.items():
+                task = flight.task
+                if not task.done() or task.cancelled():
+                    unavailable[wanted[key].name] = flight.unavailable()
+                    continue
+                outcome = task.result()
+                if isinstance(outcome, _Unavailable):
+                    unavailable[wanted[key].name] = outcome
+                else:
+                    results[key] = outcome
         finally:
             for flight, _ in flights.values():
                 self._leave(flight)
 
-        unavailable: dict[str, str] = {}
-        for key, (flight, _) in flights.items():
-            outcome = flight.task.result()
-            if isinstance(outcome, _Unavailable):
-                unavailable[wanted[key].name] = outcome.reason
-            else:
-                results[key] = outcome
         if unavailable:
+            hints = [u.retry_after for u in unavailable.values() if u.retry_after is not None]
             raise unavailable_error(
-                vault_url=self.vault_url, failures=unavailable, waited=time.monotonic() - started
+                vault_url=self.vault_url,
+                failures={name: u.reason for name, u in unavailable.items()},
+                waited=time.monotonic() - started,
+                retry_after=max(hints) if hints else None,
             )
         return FetchResult(
             secrets={(key.name, key.version): secret for key, secret in results.items()},
@@ -307,10 +229,19 @@ class SecretFetcher:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def forget_absent(self, refs: Iterable[SecretRef]) -> None:
+        """Drop cached missing/disabled answers for ``refs`` (after a load failed on them)."""
+        self.cache.forget_absent(self._key(ref) for ref in refs)
+
     @property
     def authenticated(self) -> bool:
         """Whether a request has gone through the auth challenge (priming no longer needed)."""
         return self._authenticated
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` has been called."""
+        return self._closed
 
     # -- steps of fetch() ------------------------------------------------------------------
 
@@ -336,7 +267,8 @@ class SecretFetcher:
         wanted: dict[CacheKey, SecretRef],
         todo: list[CacheKey],
         flights: dict[CacheKey, tuple[_Flight, bool]],
-        deadline: float,
+        last_start: float,
+        deadline: Deadline,
     ) -> None:
         """Send one request alone so the challenge and token are paid once, not per secret.
 
@@ -347,35 +279,41 @@ class SecretFetcher:
             priming = self._priming
             if priming is None or priming.task.done():
                 key = todo[0]
-                flights[key] = self._join(key, wanted[key], deadline)
+                flights[key] = self._join(key, wanted[key], last_start, deadline)
                 flight = flights[key][0]
                 self._priming = flight
                 try:
-                    await self._until_authenticated(flight)
+                    await self._until_authenticated(flight, deadline)
                 finally:
                     if self._priming is flight:
                         self._priming = None
                 return
             if priming.key in wanted and priming.key not in flights:
                 priming.waiters += 1
+                priming.extend(last_start, deadline.at)
                 flights[priming.key] = (priming, False)
-            await self._until_authenticated(priming)
-            if priming.key in flights:
-                return  # its outcome is ours: the caller handles failures
+            await self._until_authenticated(priming, deadline)
+            if priming.key in flights or deadline.remaining() <= 0:
+                return  # its outcome is ours (or we are out of time): the caller handles it
 
-    async def _until_authenticated(self, flight: _Flight) -> None:
-        """Wait until the priming ``flight`` is done or the client holds a token, if sooner.
+    async def _until_authenticated(self, flight: _Flight, deadline: Deadline) -> None:
+        """Wait until the priming ``flight`` is done or the client holds a token, if sooner
+        (or the caller's deadline passes).
 
         The token arrives one round trip before the priming response does: the SDK has cached
         the challenge by then and authorises every new request, so there is nothing to gain
         from waiting longer.
         """
         if self._token_ready is None or self._token_ready.is_set():
-            await asyncio.wait([flight.task])
+            await asyncio.wait([flight.task], timeout=deadline.remaining())
             return
         signal = asyncio.ensure_future(self._token_ready.wait())
         try:
-            await asyncio.wait([flight.task, signal], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [flight.task, signal],
+                timeout=deadline.remaining(),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             signal.cancel()
         if signal.done() and not signal.cancelled():
@@ -386,9 +324,10 @@ class SecretFetcher:
         for flight, _ in flights.values():
             task = flight.task
             if not task.done():
-                continue
+                return not self._authenticated  # out of time before the vault answered
             if task.cancelled():
-                raise ClosedError(f"KeyVault({self.vault_url!r}) was closed during a load")
+                self._check_open(during=True)
+                return True
             error = task.exception()
             if error is not None:
                 raise error
@@ -396,16 +335,24 @@ class SecretFetcher:
                 return True
         return False
 
-    def _join(self, key: CacheKey, ref: SecretRef, deadline: float) -> tuple[_Flight, bool]:
-        """Join the flight for ``key``, starting one if none is usable. True = started here."""
+    def _join(
+        self, key: CacheKey, ref: SecretRef, last_start: float, deadline: Deadline
+    ) -> tuple[_Flight, bool]:
+        """Join the flight for ``key``, starting one if none is usable. True = started here.
+
+        ``last_start``: no attempt for this caller after it; ``deadline``: this caller stops
+        waiting (and an attempt only it wants is cut off)."""
         flight = self._flights.get(key)
         started_here = False
-        if flight is None or flight.task.cancelled():
-            flight = _Flight(key)
-            flight.task = asyncio.create_task(self._read(key, ref, deadline, flight))
+        if flight is None or flight.task.done() or flight.task.cancelling():
+            # Never join a request that is being cancelled (its last caller gave up).
+            flight = _Flight(key, last_start, deadline.at)
+            flight.task = asyncio.create_task(self._read(key, ref, flight))
             flight.task.add_done_callback(functools.partial(self._landed, key, flight))
             self._flights[key] = flight
             started_here = True
+        else:
+            flight.extend(last_start, deadline.at)
         flight.waiters += 1
         return flight, started_here
 
@@ -413,7 +360,9 @@ class SecretFetcher:
         flight.waiters -= 1
         if flight.waiters <= 0 and not flight.task.done():
             # Nobody wants this result any more (e.g. a permanent error elsewhere, or the
-            # caller was cancelled): stop retrying it.
+            # caller was cancelled): stop retrying it, and let nobody join it from now on.
+            if self._flights.get(flight.key) is flight:
+                del self._flights[flight.key]
             flight.task.cancel()
 
     def _landed(
@@ -424,51 +373,81 @@ class SecretFetcher:
         if not task.cancelled():
             task.exception()  # mark retrieved: every waiter re-raises it from result() anyway
 
-    async def _wait(self, flights: Mapping[CacheKey, tuple[_Flight, bool]]) -> None:
-        """Wait for all flights; on the first permanent error, raise it at once."""
-        pending = {flight.task for flight, _ in flights.values()}
+    async def _wait(
+        self, flights: Mapping[CacheKey, tuple[_Flight, bool]], deadline: Deadline
+    ) -> None:
+        """Wait for all flights until ``deadline``; on the first permanent error, raise it."""
+        pending = {flight.task for flight, _ in flights.values() if not flight.task.done()}
+        for flight, _ in flights.values():
+            self._raise_failed(flight.task)
         while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                return
+            done, pending = await asyncio.wait(
+                pending, timeout=remaining, return_when=asyncio.FIRST_EXCEPTION
+            )
+            if not done:
+                return
             for task in done:
-                if task.cancelled():
-                    # Only possible if the fetcher was closed under us.
-                    raise ClosedError(f"KeyVault({self.vault_url!r}) was closed during a load")
-                error = task.exception()
-                if error is not None:
-                    raise error
+                self._raise_failed(task)
+
+    def _raise_failed(self, task: asyncio.Task[FetchedSecret | _Unavailable]) -> None:
+        if not task.done():
+            return
+        if task.cancelled():
+            # A flight is cancelled only when its last waiter left or the fetcher closed.
+            self._check_open(during=True)
+            return
+        error = task.exception()
+        if error is not None:
+            raise error
 
     # -- one secret ---------------------------------------------------------------------------
 
     async def _read(
-        self, key: CacheKey, ref: SecretRef, deadline: float, flight: _Flight
+        self, key: CacheKey, ref: SecretRef, flight: _Flight
     ) -> FetchedSecret | _Unavailable:
-        """Read one secret, retrying transient failures with jittered backoff until ``deadline``."""
+        """Read one secret, retrying transient failures with the retry policy until the
+        flight's deadline (the latest of its callers')."""
         attempt = 0
         while True:
             attempt += 1
             flight.attempts += 1
             self.total_requests += 1
+            failure: BaseException | None = None
+            sent_at = time.time()
             try:
-                async with self._semaphore:
-                    sent_at = time.time()
-                    secret = await self._client.get_secret(
-                        ref.name,
-                        ref.version,
-                        connection_timeout=self._request_timeout,
-                        read_timeout=self._request_timeout,
-                    )
+                async with asyncio.timeout_at(flight.cut) as scope:
+                    flight.scope = scope
+                    async with self._semaphore:
+                        sent_at = time.time()
+                        secret = await self._client.get_secret(
+                            ref.name,
+                            ref.version,
+                            connection_timeout=self.request_timeout,
+                            read_timeout=self.request_timeout,
+                        )
             except (AzureError, TimeoutError, ValueError) as exc:
-                verdict = classify(exc, vault_url=self.vault_url, secret_name=ref.name)
-                if verdict is None:
-                    raise
-                if verdict.outcome is Outcome.PERMANENT:
-                    assert verdict.error is not None
-                    raise verdict.error from exc
-            else:
+                if flight.scope is not None and flight.scope.expired():
+                    # This attempt ran into the deadline: no caller is waiting any longer.
+                    return flight.unavailable()
+                failure = exc
+            finally:
+                flight.scope = None
+            if failure is None:
                 self._authenticated = True
                 fetched = _found(ref.name, secret, sent_at)
                 self.cache.put(key, fetched)
                 return fetched
+
+            verdict = classify(failure, vault_url=self.vault_url, secret_name=ref.name)
+            if verdict is None:
+                raise failure
+            del failure  # never chained: an SDK error can hold the response body (the value)
+            if verdict.outcome is Outcome.PERMANENT:
+                assert verdict.error is not None
+                raise _unchained(verdict.error)
 
             if verdict.outcome is not Outcome.TRANSIENT:
                 self._authenticated = True  # the request got through authentication
@@ -483,17 +462,17 @@ class SecretFetcher:
                 self.cache.put(key, fetched)
                 return fetched
 
-            if verdict.retry_after is not None:
-                self.last_retry_after = verdict.retry_after
-            delay = self._delay(attempt, verdict.retry_after)
-            if time.monotonic() + delay > deadline:
+            flight.reason = verdict.reason
+            flight.retry_after = verdict.retry_after
+            delay = self.retry.delay(attempt, verdict.retry_after)
+            if not Deadline(flight.deadline).allows(delay):
                 logger.debug(
                     "giving up on secret %s after %d attempt(s): %s",
                     ref.name,
                     attempt,
                     verdict.reason,
                 )
-                return _Unavailable(verdict.reason)
+                return flight.unavailable()
             logger.debug(
                 "secret %s: %s, retrying in %.3fs (attempt %d)",
                 ref.name,
@@ -503,16 +482,18 @@ class SecretFetcher:
             )
             await asyncio.sleep(delay)
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        """Full-jitter exponential backoff; the server's ``Retry-After`` wins when given."""
-        if retry_after is not None:
-            return retry_after
-        ceiling = min(self._backoff_max, self._backoff * (2 ** (attempt - 1)))
-        return random.uniform(0.0, ceiling)
-
-    def _check_open(self) -> None:
+    def _check_open(self, *, during: bool = False) -> None:
         if self._closed:
-            raise ClosedError(f"KeyVault({self.vault_url!r}) is closed")
+            what = "was closed during a load" if during else "is closed"
+            raise ClosedError(f"KeyVault({self.vault_url!r}) {what}")
+
+
+def _unchained(error: VaultError) -> VaultError:
+    """``error`` with no cause or context: the SDK exception it came from stays out of it."""
+    error.__cause__ = None
+    error.__context__ = None
+    error.__suppress_context__ = True
+    return error
 
 
 def _found(name: str, secret: KeyVaultSecret, sent_at: float) -> FetchedSecret:

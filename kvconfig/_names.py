@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 from pydantic import AliasChoices, BaseModel, RootModel
 from pydantic.fields import FieldInfo
 
-from kvconfig._errors import InvalidSecretNameError, SecretNameCollisionError
+from kvconfig._errors import ConfigurationError, InvalidSecretNameError, SecretNameCollisionError
 from kvconfig._secret import Secret
 
 __all__ = [
@@ -210,6 +210,7 @@ def plan_settings(settings_cls: type[BaseModel], prefix: str | Sequence[str] = "
         cached = _PLAN_CACHE.get(settings_cls, {}).get(prefixes)
     if cached is not None:
         return cached
+    _ensure_complete(settings_cls)
     secrets = tuple(_walk_model(settings_cls, prefixes, (), (), None, True, (settings_cls,)))
     collisions = _collisions(secrets)
     if collisions:
@@ -218,6 +219,22 @@ def plan_settings(settings_cls: type[BaseModel], prefix: str | Sequence[str] = "
     with _PLAN_LOCK:
         _PLAN_CACHE.setdefault(settings_cls, {})[prefixes] = plan
     return plan
+
+
+def _ensure_complete(model: type[BaseModel]) -> None:
+    """Resolve forward references (``from __future__ import annotations``, a nested model
+    defined later) before planning: an unresolved ``database: Database`` would be planned as
+    one JSON secret. Still incomplete: :class:`~kvconfig.ConfigurationError`, and no plan is
+    cached."""
+    if getattr(model, "__pydantic_complete__", True):
+        return
+    model.model_rebuild(raise_errors=False)
+    if not getattr(model, "__pydantic_complete__", True):
+        raise ConfigurationError(
+            f"{model.__name__} is not fully defined (a forward reference to a class that does "
+            f"not exist yet?); define every referenced model, then call "
+            f"{model.__name__}.model_rebuild()"
+        )
 
 
 def plan_with_problems(
@@ -231,6 +248,7 @@ def plan_with_problems(
     """
     prefixes = normalize_prefix(prefix)
     problems: list[InvalidSecretNameError | SecretNameCollisionError] = []
+    _ensure_complete(settings_cls)
     secrets = tuple(
         _walk_model(settings_cls, prefixes, (), (), None, True, (settings_cls,), None, problems)
     )

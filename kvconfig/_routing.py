@@ -34,17 +34,14 @@ import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.keyvault.secrets.aio import SecretClient
 
+from kvconfig._cache import SecretCache
 from kvconfig._client import build_secret_client, build_session, signalling, vault_host
 from kvconfig._errors import ClosedError, ConfigurationError
-from kvconfig._fetch import (
-    FetchedSecret,
-    FetchResult,
-    SecretCache,
-    SecretFetcher,
-    SecretStatus,
-)
+from kvconfig._fetch import SecretFetcher
+from kvconfig._model import FetchedSecret, FetchResult, SecretStatus
 from kvconfig._names import PlannedSecret, SecretRef, SettingsPlan
 from kvconfig._references import KeyVaultReference, vault_url_for_name
+from kvconfig._retry import RetryPolicy
 
 __all__ = [
     "Candidate",
@@ -195,12 +192,11 @@ class VaultPool:
         credential: AsyncTokenCredential,
         ssl_context: ssl.SSLContext,
         *,
-        ttl: float,
+        cache: SecretCache,
         max_concurrency: int,
         startup_timeout: float,
         request_timeout: float,
-        retry_backoff: float,
-        retry_backoff_max: float,
+        retry: RetryPolicy,
         trust_env: bool,
         api_version: str | None,
     ) -> None:
@@ -209,11 +205,10 @@ class VaultPool:
         self._max_concurrency = max_concurrency
         self._startup_timeout = startup_timeout
         self._request_timeout = request_timeout
-        self._retry_backoff = retry_backoff
-        self._retry_backoff_max = retry_backoff_max
+        self._retry = retry
         self._trust_env = trust_env
         self._api_version = api_version
-        self.cache = SecretCache(ttl)
+        self.cache = cache
         self._semaphore: asyncio.Semaphore | None = None
         self._vaults: dict[str, tuple[aiohttp.ClientSession, SecretClient, SecretFetcher]] = {}
         self._closed = False
@@ -254,8 +249,7 @@ class VaultPool:
                 max_concurrency=self._max_concurrency,
                 startup_timeout=self._startup_timeout,
                 request_timeout=self._request_timeout,
-                retry_backoff=self._retry_backoff,
-                retry_backoff_max=self._retry_backoff_max,
+                retry=self._retry,
                 token_ready=credential.token_ready,
                 semaphore=self._semaphore,
             )
@@ -342,11 +336,13 @@ async def read_chains(
     max_age: float | None = None,
     timeout: float | None = None,
     known: Mapping[Candidate, FetchedSecret] | None = None,
+    strict: bool = True,
 ) -> ReadResult:
     """Resolve every chain: each candidate read only once the previous one answered 404.
 
     ``known`` answers are used as if read (not counted). ``timeout`` (default: the startup
-    timeout) bounds the whole read, every round included.
+    timeout) bounds the whole read, every round included; ``strict`` as for
+    :meth:`~kvconfig._fetch.SecretFetcher.fetch` (``False`` on refresh).
 
     Raises:
         VaultError: a permanent error from any vault (the other vaults' requests are cancelled),
@@ -377,7 +373,7 @@ async def read_chains(
             break
         rounds += 1
         remaining = max(0.0, deadline - time.monotonic())
-        results = await _fetch_vaults(pool, need, max_age=max_age, timeout=remaining)
+        results = await _fetch_vaults(pool, need, max_age=max_age, timeout=remaining, strict=strict)
         for url, result in results.items():
             requests += result.requests
             cache_hits += result.cache_hits
@@ -400,18 +396,21 @@ async def _fetch_vaults(
     *,
     max_age: float | None,
     timeout: float,
+    strict: bool,
 ) -> dict[str, FetchResult]:
     """One ``fetch()`` per vault, all concurrently; the first error cancels the others."""
     fetchers = {url: pool.fetcher(url) for url in need}
     if len(need) == 1:
         ((url, wanted),) = need.items()
         result = await fetchers[url].fetch(
-            [c.ref for c in wanted.values()], max_age=max_age, timeout=timeout
+            [c.ref for c in wanted.values()], max_age=max_age, timeout=timeout, strict=strict
         )
         return {url: result}
     tasks = {
         url: asyncio.ensure_future(
-            fetchers[url].fetch([c.ref for c in wanted.values()], max_age=max_age, timeout=timeout)
+            fetchers[url].fetch(
+                [c.ref for c in wanted.values()], max_age=max_age, timeout=timeout, strict=strict
+            )
         )
         for url, wanted in need.items()
     }

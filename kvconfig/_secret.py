@@ -10,7 +10,7 @@ from kvconfig._errors import ConfigurationError
 
 __all__ = ["Secret"]
 
-_VERSION_RE = re.compile(r"^[0-9a-fA-F]{32}$")
+_VERSION_RE = re.compile(r"[0-9a-fA-F]{32}")
 _ALIAS_RE = re.compile(r"[0-9A-Za-z_.-]{1,64}")
 
 
@@ -46,7 +46,7 @@ class Secret:
     vault: str | None = None
 
     def __post_init__(self) -> None:
-        if self.version is not None and not _VERSION_RE.match(self.version):
+        if self.version is not None and not _VERSION_RE.fullmatch(self.version):
             raise ConfigurationError(
                 f"Secret(version={self.version!r}) is not a Key Vault secret version "
                 "(expected 32 hexadecimal characters)"

@@ -13,7 +13,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from kvconfig._errors import SettingsValidationError
-from kvconfig._fetch import FetchedSecret
+from kvconfig._model import FetchedSecret
 from kvconfig._names import PlannedSecret, SettingsPlan
 
 __all__ = ["KeyVaultSettingsSource"]

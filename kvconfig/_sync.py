@@ -32,10 +32,11 @@ from kvconfig._errors import ClosedError, ConfigurationError
 from kvconfig._vault import KeyVault
 
 if TYPE_CHECKING:
-    from kvconfig._changes import ChangeEvent, NotYetValid, OnMissing
-    from kvconfig._health import Health
     from kvconfig._names import SettingsPlan
-    from kvconfig._watch import LiveSettings
+    from kvconfig._refresh._detect import NotYetValid, OnMissing
+    from kvconfig._refresh._events import ChangeEvent
+    from kvconfig._refresh._health import Health
+    from kvconfig._refresh._watch import LiveSettings
 
 __all__ = ["LoopThread", "SyncCredentialAdapter", "SyncKeyVault", "SyncLiveSettings", "as_async"]
 

@@ -4,12 +4,14 @@
 
 - ``MISSING``: 404 (the field falls back to other sources or its default);
 - ``DISABLED``: 403 ``SecretDisabled`` (treated as missing, with a warning);
-- ``TRANSIENT``: 408, 429, 5xx, connection errors and timeouts (retried, honouring ``Retry-After``);
+- ``TRANSIENT``: 408, 429, 5xx, connection errors and timeouts (retried, honouring ``Retry-After``),
+  and a 2xx whose body is not the expected JSON (a truncating proxy, a gateway's HTML page);
 - ``PERMANENT``: everything else, carrying the kvconfig error to raise at once (401, other 403,
   400, certificate errors, a refused challenge resource, ...).
 
 Messages name the vault, the secret, the status and the service's error code; never a value
-(the service never echoes values in errors either).
+(the service never echoes values in errors either). The SDK exception itself is never chained to
+a kvconfig error: a ``DecodeError``'s message holds the response body, i.e. the secret value.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from email.utils import parsedate_to_datetime
 from azure.core.exceptions import (
     AzureError,
     ClientAuthenticationError,
+    DecodeError,
     HttpResponseError,
     IncompleteReadError,
     ResourceNotFoundError,
@@ -31,13 +34,17 @@ from azure.core.exceptions import (
 )
 
 from kvconfig._errors import (
+    MalformedResponseError,
     VaultAuthenticationError,
     VaultError,
     VaultPermissionError,
     VaultUnavailableError,
 )
 
-__all__ = ["Classified", "Outcome", "classify", "unavailable_error"]
+__all__ = ["MALFORMED", "Classified", "Outcome", "classify", "unavailable_error"]
+
+# Reason of a 2xx whose body is not the expected JSON; retried like any transient failure.
+MALFORMED = "malformed response"
 
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -73,6 +80,9 @@ def classify(exc: BaseException, *, vault_url: str, secret_name: str) -> Classif
 
     Returns ``None`` for exceptions that are not about the vault (callers re-raise them as is).
     """
+    if isinstance(exc, DecodeError) and not isinstance(exc, IncompleteReadError):
+        status = exc.status_code
+        return Classified(Outcome.TRANSIENT, f"{MALFORMED} ({status})" if status else MALFORMED)
     if isinstance(exc, HttpResponseError) and exc.status_code is not None:
         return _classify_status(exc, exc.status_code, vault_url=vault_url, secret_name=secret_name)
     if isinstance(exc, ClientAuthenticationError):
@@ -101,6 +111,17 @@ def classify(exc: BaseException, *, vault_url: str, secret_name: str) -> Classif
             VaultAuthenticationError,
             f"vault {vault_url} sent an authentication challenge for another resource; the "
             "challenge-resource check is only relaxed for loopback hosts",
+            vault_url=vault_url,
+            secret_name=secret_name,
+        )
+    if isinstance(exc, ValueError):
+        # The SDK's other ValueErrors: e.g. a proxy's 401 whose challenge is not Bearer.
+        # The message is not shown: it could quote what the other side sent.
+        return _permanent(
+            VaultAuthenticationError,
+            f"vault {vault_url} (or a proxy in front of it) answered reading secret "
+            f"{secret_name!r} with something the SDK refused ({type(exc).__name__}); "
+            "check proxies and the vault URL",
             vault_url=vault_url,
             secret_name=secret_name,
         )
@@ -170,23 +191,37 @@ def _permanent(
 
 
 def unavailable_error(
-    *, vault_url: str, failures: dict[str, str], waited: float
+    *,
+    vault_url: str,
+    failures: dict[str, str],
+    waited: float,
+    retry_after: float | None = None,
 ) -> VaultUnavailableError:
-    """The error raised when transient failures outlast the startup timeout.
+    """The error raised when transient failures outlast the caller's deadline.
 
     Args:
         vault_url: The vault.
         failures: Secret name -> last failure reason, for every secret that could not be read.
         waited: Seconds spent trying.
+        retry_after: The server's latest ``Retry-After`` hint, carried on the error.
+
+    Every failure a malformed 2xx: :class:`~kvconfig.MalformedResponseError`.
     """
     names = sorted(failures)
     shown = ", ".join(f"{name!r} ({failures[name]})" for name in names[:5])
     more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-    return VaultUnavailableError(
-        f"vault {vault_url} stayed unavailable for {waited:.1f}s; could not read secret(s) "
-        f"{shown}{more}",
+    malformed = bool(names) and all(r.startswith(MALFORMED) for r in failures.values())
+    cls = MalformedResponseError if malformed else VaultUnavailableError
+    what = (
+        "kept answering with a body that is not the expected JSON (a proxy or gateway in between?)"
+        if malformed
+        else "stayed unavailable"
+    )
+    return cls(
+        f"vault {vault_url} {what} for {waited:.1f}s; could not read secret(s) {shown}{more}",
         vault_url=vault_url,
         secret_name=names[0] if names else None,
+        retry_after=retry_after,
     )
 
 

@@ -12,79 +12,76 @@ Internals (for code building on this module, e.g. refresh):
   (pydantic-settings precedence, kvconfig errors); it does no I/O.
 - Several vaults (:mod:`kvconfig._routing`): ``KeyVault._pool`` holds one client, session and
   fetcher per vault; ``KeyVault._fetcher``/``_client`` are the primary vault's. ``plan()``
-  returns the *routed* plan (each planned secret's ``vaults`` filled in).
+  returns the *routed* plan (each planned secret's ``vaults`` filled in); loads read every
+  planned secret along its chain of (vault, name) candidates with
+  :func:`kvconfig._routing.read_chains`, Key Vault references in the same rounds.
 - Everything is created lazily on first use inside the running loop (``_open()``), so a
   ``KeyVault`` can be constructed anywhere.
 """
 
 from __future__ import annotations
 
-import inspect
+import asyncio
 import logging
 import ssl
 import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from os import PathLike
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import AzureError
 from azure.keyvault.secrets.aio import SecretClient
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SecretsSettingsSource
-from pydantic_settings.exceptions import SettingsError
-from pydantic_settings.sources import DefaultSettingsSource
+from pydantic_settings import BaseSettings
 
+from kvconfig._build import build_settings, log_load, needed_plan, source_list
+from kvconfig._cache import SecretCache
 from kvconfig._client import build_ssl_context, vault_host
 from kvconfig._errors import (
     ClosedError,
     ConfigurationError,
     KeyVaultReferenceError,
-    MissingSettingError,
     SettingsValidationError,
     VaultError,
     VaultUnavailableError,
 )
-from kvconfig._fetch import FetchedSecret, SecretFetcher, SecretStatus
+from kvconfig._fetch import SecretFetcher
+from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._names import (
-    PlannedSecret,
     SecretRef,
     SettingsPlan,
     is_valid_secret_name,
     normalize_prefix,
     plan_settings,
 )
-from kvconfig._redact import safe_errors
-from kvconfig._references import (
-    FoundReference,
-    find_references,
-    shown,
-    substitute_in_sources,
+from kvconfig._references import FoundReference, find_references, shown
+from kvconfig._retry import RetryPolicy
+from kvconfig._routing import (
+    Candidate,
+    ReadResult,
+    Resolution,
+    VaultPool,
+    VaultSet,
+    chain,
+    read_chains,
 )
-from kvconfig._routing import Candidate, ReadResult, VaultPool, VaultSet, chain, read_chains
-from kvconfig._source import KeyVaultSettingsSource
 from kvconfig._translate import classify
 
 if TYPE_CHECKING:
-    from kvconfig._changes import NotYetValid, OnMissing
-    from kvconfig._watch import ChangeCallback, LiveSettings
+    from kvconfig._refresh._detect import NotYetValid, OnMissing
+    from kvconfig._refresh._watch import ChangeCallback, LiveSettings
 
 __all__ = ["KeyVault"]
 
 logger = logging.getLogger("kvconfig")
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
-
-# The underscore options of BaseSettings.__init__ that configure the built-in sources.
-_SOURCE_OPTIONS = frozenset(
-    name
-    for name in inspect.signature(BaseSettings._settings_init_sources).parameters
-    if name.startswith("_") and name != "_init_kwargs"
-)
+Key = tuple[str, str | None]
 
 
 def _seconds(value: float | timedelta, name: str) -> float:
@@ -180,6 +177,7 @@ class KeyVault:
         self._plans: weakref.WeakKeyDictionary[type[BaseSettings], SettingsPlan] = (
             weakref.WeakKeyDictionary()
         )
+        self._resolve_references = resolve_references
         self._max_concurrency = max_concurrency
         self._ttl = _seconds(ttl, "ttl")
         self._startup_timeout = _seconds(startup_timeout, "startup_timeout")
@@ -189,13 +187,15 @@ class KeyVault:
         self._close_credential = close_credential
         self._trust_env = trust_env
         self._api_version = api_version
-        self._resolve_references = resolve_references
         # Built now (file I/O, CA errors surface early); the session is built in the loop.
         self._ssl_context = ssl_context if ssl_context is not None else build_ssl_context(ca_file)
         self._pool: VaultPool | None = None
         self._session: aiohttp.ClientSession | None = None
         self._client: SecretClient | None = None
         self._fetcher: SecretFetcher | None = None
+        self._cache = SecretCache(self._ttl)  # survives a change of event loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._keeper: asyncio.Task[None] | None = None
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -221,11 +221,32 @@ class KeyVault:
             return
         self._closed = True
         try:
-            if self._pool is not None:
-                await self._pool.aclose()
+            keeper = self._keeper
+            if keeper is not None and not keeper.done():
+                keeper.cancel()
+                await asyncio.gather(keeper, return_exceptions=True)
+            await self._release()
         finally:
             if self._close_credential:
                 await self._credential.close()
+
+    async def _release(self) -> None:
+        """Close what is bound to the current event loop: every vault's fetcher, client and
+        session. Idempotent."""
+        pool = self._pool
+        self._pool = None
+        self._fetcher = self._client = self._session = None
+        if pool is not None:
+            await pool.aclose()
+
+    async def _keep(self) -> None:
+        """Lives as long as this loop's resources; cancelled by ``aclose()`` or by the loop's
+        shutdown (``asyncio.run`` cancels every task before closing its loop), it then closes
+        them, so a ``KeyVault`` used by one ``asyncio.run`` after another leaks nothing."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self._release()
 
     @property
     def closed(self) -> bool:
@@ -236,6 +257,11 @@ class KeyVault:
     def vault_url(self) -> str:
         """The vault's URL (no trailing slash)."""
         return self._vault_url
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The backoff policy of every retry against this vault (GETs, list pages, refresh)."""
+        return RetryPolicy(self._retry_backoff, self._retry_backoff_max)
 
     @property
     def prefix(self) -> str | tuple[str, ...]:
@@ -258,16 +284,26 @@ class KeyVault:
     def _open(self) -> SecretFetcher:
         if self._closed:
             raise ClosedError(f"{self!r} is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and self._loop is not loop and self._fetcher is not None:
+            # The other loop is still alive (another thread, or not shut down by asyncio.run):
+            # its session can be neither used nor closed from here.
+            raise ConfigurationError(
+                f"{self!r} is in use by another event loop; use one KeyVault per event loop "
+                "(or close it with aclose() in the loop that used it)"
+            )
         if self._fetcher is None:
+            self._loop = loop
+            # One client, session and fetcher per vault, opened on first use; one credential,
+            # SSL context, cache and concurrency limit for all of them.
             self._pool = VaultPool(
                 self._credential,
                 self._ssl_context,
-                ttl=self._ttl,
+                cache=self._cache,
                 max_concurrency=self._max_concurrency,
                 startup_timeout=self._startup_timeout,
                 request_timeout=self._request_timeout,
-                retry_backoff=self._retry_backoff,
-                retry_backoff_max=self._retry_backoff_max,
+                retry=self.retry_policy,
                 trust_env=self._trust_env,
                 api_version=self._api_version,
             )
@@ -275,7 +311,13 @@ class KeyVault:
             self._session = self._pool.session(primary)
             self._client = self._pool.client(primary)
             self._fetcher = self._pool.fetcher(primary)
+            self._keeper = loop.create_task(self._keep(), name=f"kvconfig-{self!r}")
         return self._fetcher
+
+    def _opened_pool(self) -> VaultPool:
+        self._open()
+        assert self._pool is not None
+        return self._pool
 
     # -- loading ----------------------------------------------------------------------------
 
@@ -306,70 +348,8 @@ class KeyVault:
             VaultUnavailableError: Transient failures outlasted ``startup_timeout``.
             ClosedError: The vault was closed.
         """
-        started = time.perf_counter()
-        plan = self.plan(settings_cls)
-        found = self._find_references(settings_cls, init_kwargs)
-        result = await self._read(plan, found)
-        self._log_load(settings_cls, plan, result, started)
-        return self._build(
-            settings_cls,
-            plan,
-            _slots(plan, result),
-            init_kwargs,
-            references=_reference_values(plan, found, result),
-        )
-
-    def _find_references(
-        self, settings_cls: type[BaseSettings], init_kwargs: Mapping[str, Any]
-    ) -> tuple[tuple[FoundReference, Candidate], ...]:
-        """The Key Vault references in the other sources' values, and where each points.
-
-        Raises :class:`~kvconfig.KeyVaultReferenceError` for a malformed one (before any
-        request). Empty when ``resolve_references=False``.
-        """
-        if not self._resolve_references:
-            return ()
-        values = dict(init_kwargs)
-        options = {k: values.pop(k) for k in list(values) if k in _SOURCE_OPTIONS}
-        try:
-            sources, _ = settings_cls._settings_init_sources(_init_kwargs=values, **options)
-        except Exception:
-            return ()
-        return tuple(
-            (found, self._vaultset.for_reference(found.parse()))
-            for found in find_references(sources)
-        )
-
-    async def _read(
-        self,
-        plan: SettingsPlan,
-        references: Sequence[tuple[FoundReference, Candidate]] = (),
-        *,
-        max_age: float | None = None,
-    ) -> ReadResult:
-        """Read every planned secret along its chain of vaults and names, and every reference's
-        secret, all in the same rounds (see _routing). Resolutions: the plan's, then the
-        references'."""
-        self._open()
-        assert self._pool is not None
-        chains = [chain(s) for s in plan.secrets]
-        chains.extend((candidate,) for _, candidate in references)
-        try:
-            return await read_chains(self._pool, chains, max_age=max_age)
-        except VaultError as exc:
-            # The error names the vault and the secret; say which field(s) wanted it too.
-            name = (exc.secret_name or "").lower()
-            fields = [
-                planned.field
-                for planned, candidates in zip(plan.secrets, chains, strict=False)
-                if any(
-                    c.vault_url == exc.vault_url and c.ref.name.lower() == name for c in candidates
-                )
-            ]
-            fields += [found.field for found, c in references if c.ref.name.lower() == name]
-            if fields:
-                exc.add_note(f"needed by field(s): {', '.join(dict.fromkeys(fields))}")
-            raise
+        loaded = await self._load(settings_cls, self.plan(settings_cls), init_kwargs)
+        return loaded.settings
 
     def watch(
         self,
@@ -382,6 +362,7 @@ class KeyVault:
         not_yet_valid: NotYetValid = "ignore",
         on_change: ChangeCallback | None = None,
         clock_skew: float | timedelta = 1.0,
+        on_change_timeout: float | timedelta = 30.0,
         **init_kwargs: Any,
     ) -> LiveSettings[SettingsT]:
         """Keep a ``settings_cls`` instance fresh: an async context manager.
@@ -410,15 +391,19 @@ class KeyVault:
             not_yet_valid: A new version whose ``not_before`` is in the future: ``"ignore"`` it
                 until then, or ``"accept"`` it at once.
             on_change: Called (and awaited, if async) with each :class:`~kvconfig.ChangeEvent`,
-                in order; its failures are logged. It must not await ``live.refresh()``.
+                in generation order, by a dispatcher task *after* the refresh published it
+                (``refresh()`` does not wait for it); its failures are logged. It may await
+                ``live.refresh()``.
+            on_change_timeout: Seconds an ``on_change`` call may run; a longer one is cancelled
+                and logged, and the next event is delivered.
             clock_skew: Seconds this host's clock may differ from the vault's (see
-                :mod:`kvconfig._changes` on one-second ``updated`` times).
+                :mod:`kvconfig._refresh._detect` on one-second ``updated`` times).
             **init_kwargs: As for :meth:`load`.
         """
-        from kvconfig._watch import LiveSettings
+        from kvconfig._refresh._watch import LiveSettings
 
         return LiveSettings(
-            self,
+            VaultLink(self),
             settings_cls,
             interval=interval,
             max_staleness=max_staleness,
@@ -427,7 +412,190 @@ class KeyVault:
             on_change=on_change,
             clock_skew=clock_skew,
             init_kwargs=init_kwargs,
+            on_change_timeout=on_change_timeout,
         )
+
+    def _build(
+        self,
+        settings_cls: type[SettingsT],
+        plan: SettingsPlan,
+        secrets: Mapping[tuple[str, str | None], FetchedSecret],
+        init_kwargs: dict[str, Any],
+        *,
+        references: Mapping[str, str] | None = None,
+    ) -> SettingsT:
+        """Validate ``settings_cls`` from its usual sources plus the fetched secrets (keyed by
+        ``PlannedSecret.slot``) and resolved Key Vault references. No I/O."""
+        built: SettingsT = build_settings(
+            settings_cls,
+            plan,
+            secrets,
+            init_kwargs,
+            vault_url=self._vault_url,
+            references=references,
+        )
+        return built
+
+    async def _load(
+        self,
+        settings_cls: type[SettingsT],
+        plan: SettingsPlan,
+        init_kwargs: dict[str, Any],
+        *,
+        not_yet_valid: str = "ignore",
+    ) -> Loaded[SettingsT]:
+        """The one load path (``load()`` and entering ``watch()``): drop what a higher-priority
+        source supplies, find Key Vault references, read every planned secret along its chain
+        of vaults and names and every reference's secret in the same rounds, apply the
+        ``not_yet_valid`` policy, log, build."""
+        started = time.perf_counter()
+        plan = needed_plan(settings_cls, plan, init_kwargs)
+        references = self._find_references(settings_cls, init_kwargs)
+        result = await self._read(plan, references)
+        if not_yet_valid == "ignore":
+            result = await self._valid_now(result)
+        log_load(settings_cls, plan, result, started, vault_url=self._vault_url)
+        try:
+            values = _reference_values(plan, references, result)
+            settings = self._build(
+                settings_cls, plan, _slots(plan, result), init_kwargs, references=values
+            )
+        except SettingsValidationError:
+            # Never serve this failure back: a secret created to fix it must be read next time.
+            self._forget_absent(result)
+            raise
+        return Loaded(settings, plan, result, references, values)
+
+    def _forget_absent(self, result: ReadResult) -> None:
+        pool = self._pool
+        if pool is None:
+            return
+        by_vault: dict[str, list[SecretRef]] = {}
+        for candidate in result.observed:
+            by_vault.setdefault(candidate.vault_url, []).append(candidate.ref)
+        for url, refs in by_vault.items():
+            pool.fetcher(url).forget_absent(refs)
+
+    def _find_references(
+        self, settings_cls: type[BaseSettings], init_kwargs: Mapping[str, Any]
+    ) -> tuple[tuple[FoundReference, Candidate], ...]:
+        """The Key Vault references in the other sources' values, and where each points.
+
+        Raises :class:`~kvconfig.KeyVaultReferenceError` for a malformed one (before any
+        request). Empty when ``resolve_references=False``.
+        """
+        if not self._resolve_references:
+            return ()
+        try:
+            sources, _ = source_list(settings_cls, dict(init_kwargs))
+        except Exception:
+            return ()
+        return tuple(
+            (found, self._vaultset.for_reference(found.parse()))
+            for found in find_references(sources)
+        )
+
+    async def _read(
+        self,
+        plan: SettingsPlan,
+        references: Sequence[tuple[FoundReference, Candidate]] = (),
+        *,
+        max_age: float | None = None,
+    ) -> ReadResult:
+        """Read every planned secret along its chain of vaults and names, and every reference's
+        secret, all in the same rounds (see _routing). Resolutions: the plan's, then the
+        references'."""
+        pool = self._opened_pool()
+        chains = [chain(s) for s in plan.secrets]
+        chains.extend((candidate,) for _, candidate in references)
+        try:
+            return await read_chains(pool, chains, max_age=max_age)
+        except VaultError as exc:
+            # The error names the vault and the secret; say which field(s) wanted it too.
+            name = (exc.secret_name or "").lower()
+            fields = [
+                planned.field
+                for planned, candidates in zip(plan.secrets, chains, strict=False)
+                if any(
+                    c.vault_url == exc.vault_url and c.ref.name.lower() == name for c in candidates
+                )
+            ]
+            fields += [found.field for found, c in references if c.ref.name.lower() == name]
+            if fields:
+                exc.add_note(f"needed by field(s): {', '.join(dict.fromkeys(fields))}")
+            raise
+
+    async def _valid_now(self, result: ReadResult) -> ReadResult:
+        """Replace a latest version that is not valid yet (``not_before`` in the future; Key
+        Vault serves it anyway) by the newest enabled version valid now, so a replica starting
+        during a staged rotation agrees with the running watchers (``not_yet_valid="ignore"``).
+
+        Costs a list of that secret's versions plus a GET of the chosen one, only in this case
+        (in the secret's own vault). No valid older version: the latest is kept (``log_load``
+        warns about it).
+        """
+        now = datetime.now(UTC)
+        pending = list(
+            dict.fromkeys(
+                r.candidate
+                for r in result.resolutions
+                if r.candidate.ref.version is None
+                and r.secret.found
+                and r.secret.is_not_yet_valid(now)
+            )
+        )
+        if not pending:
+            return result
+        pool = self._opened_pool()
+        observed = dict(result.observed)
+        requests = result.requests
+        for candidate in pending:
+            url, ref = candidate
+            latest = observed[candidate]
+            chosen: tuple[datetime, str] | None = None
+            requests += 1  # one page (25 versions); more versions cost more pages
+            try:
+                async for props in pool.client(url).list_properties_of_secret_versions(ref.name):
+                    if not props.enabled or props.version is None:
+                        continue
+                    if props.not_before is not None and props.not_before > now:
+                        continue
+                    if props.expires_on is not None and props.expires_on <= now:
+                        continue
+                    stamp = props.created_on or props.updated_on or now
+                    if chosen is None or stamp > chosen[0]:
+                        chosen = (stamp, props.version)
+            except Exception as exc:
+                logger.warning(
+                    "could not list the versions of secret %s in %s (%s); using its latest "
+                    "version although it is not valid before %s",
+                    ref.name,
+                    url,
+                    type(exc).__name__,
+                    latest.not_before,
+                )
+                continue
+            if chosen is None or chosen[1] == latest.version:
+                continue
+            older = await pool.fetcher(url).fetch([SecretRef(ref.name, chosen[1])])
+            requests += older.requests
+            found = older.secrets[(ref.name.lower(), chosen[1])]
+            if found.found:
+                logger.warning(
+                    "secret %s in %s: the latest version %s is not valid before %s; using "
+                    "version %s, the newest valid now (not_yet_valid='ignore')",
+                    ref.name,
+                    url,
+                    latest.version,
+                    latest.not_before,
+                    found.version,
+                )
+                observed[candidate] = found
+        resolutions = tuple(
+            replace(r, secret=observed[r.candidate]) if r.candidate in pending else r
+            for r in result.resolutions
+        )
+        return replace(result, resolutions=resolutions, observed=observed, requests=requests)
 
     # -- contract for kvconfig._dropin (pydantic-settings' name rules) -------------------------
     # The drop-in source decides its secret names itself; these two calls are all it uses.
@@ -442,11 +610,10 @@ class KeyVault:
         refs = tuple(dict.fromkeys(SecretRef(name) for name in names))
         if not refs:
             return {}
-        self._open()
-        assert self._pool is not None
+        pool = self._opened_pool()
         urls = (self._vaultset.primary, *self._vaultset.fallbacks)
         chains = [tuple(Candidate(url, ref) for url in urls) for ref in refs]
-        result = await read_chains(self._pool, chains)
+        result = await read_chains(pool, chains)
         return {
             ref.name.lower(): resolution.secret
             for ref, resolution in zip(refs, result.resolutions, strict=True)
@@ -474,132 +641,25 @@ class KeyVault:
             return names
         raise error from None
 
-    def _build(
-        self,
-        settings_cls: type[SettingsT],
-        plan: SettingsPlan,
-        secrets: Mapping[tuple[str, str | None], FetchedSecret],
-        init_kwargs: dict[str, Any],
-        *,
-        references: Mapping[str, str] | None = None,
-    ) -> SettingsT:
-        """Validate ``settings_cls`` from its usual sources plus the fetched secrets. No I/O.
 
-        ``references``: resolved Key Vault references (reference text -> secret value) to
-        substitute in the other sources' values.
-        """
-        values = dict(init_kwargs)
-        # `_env_file=`, `_secrets_dir=`, ... configure the sources, as in `Settings(...)`.
-        options = {k: values.pop(k) for k in list(values) if k in _SOURCE_OPTIONS}
-        error: SettingsValidationError
-        try:
-            sources, kwargs = settings_cls._settings_init_sources(_init_kwargs=values, **options)
-            if references:
-                substitute_in_sources(sources, references)
-            ours = [s for s in sources if isinstance(s, KeyVaultSettingsSource)]
-            if ours:
-                for source in ours:
-                    source._bind(plan, secrets)
-            else:
-                source = KeyVaultSettingsSource(settings_cls)
-                source._bind(plan, secrets)
-                sources = _insert_source(sources, source)
-            return settings_cls(_build_sources=(sources, kwargs))
-        except ValidationError as exc:
-            error = self._validation_error(settings_cls, plan, exc)
-        except SettingsError as exc:
-            # pydantic-settings' own parse errors name the field and source, never the value.
-            error = SettingsValidationError(str(exc))
-        # Raised outside the except blocks: `from None` only hides the original from tracebacks,
-        # and as __context__ it would still hold pydantic's error, which quotes the input.
-        raise error from None
+@dataclass(frozen=True, slots=True)
+class Loaded(Generic[SettingsT]):
+    """What the one load path produced (for ``load()`` and for entering ``watch()``).
 
-    def _validation_error(
-        self, settings_cls: type[BaseSettings], plan: SettingsPlan, exc: ValidationError
-    ) -> SettingsValidationError:
-        errors = safe_errors(exc)
-        lines: list[str] = []
-        missing_only = True
-        for error in errors:
-            loc = tuple(error["loc"])
-            where = ".".join(str(part) for part in loc) or settings_cls.__name__
-            if error["type"] == "missing":
-                lines.append(
-                    f"{where}: required, but no init argument, environment variable or dotenv "
-                    f"entry set it, and {_tried(plan.secrets_for_location(loc))}"
-                )
-            else:
-                missing_only = False
-                lines.append(f"{where}: {error['msg']}")
-        cls = MissingSettingError if missing_only else SettingsValidationError
-        count = len(errors)
-        message = (
-            f"{count} error{'s' if count != 1 else ''} loading {settings_cls.__name__} from "
-            f"{self._vault_url}:\n  " + "\n  ".join(lines)
-        )
-        return cls(message, errors=[dict(e) for e in errors])
+    Attributes:
+        settings: The validated instance.
+        plan: The routed plan fetched (without what a higher-priority source supplies).
+        result: Every answer read and how each chain resolved (the plan's, then the
+            references').
+        references: The Key Vault references found and where each points.
+        reference_values: Reference text -> the value it resolved to.
+    """
 
-    def _log_load(
-        self,
-        settings_cls: type[BaseSettings],
-        plan: SettingsPlan,
-        result: ReadResult,
-        started: float,
-    ) -> None:
-        counts = dict.fromkeys(SecretStatus, 0)
-        fields_by_key: dict[tuple[str, str, str | None], list[str]] = {}
-        for planned, resolution in zip(plan.secrets, result.resolutions, strict=False):
-            fields_by_key.setdefault(resolution.candidate.key, []).append(planned.field)
-        for candidate, secret in result.observed.items():
-            counts[secret.status] += 1
-            url = candidate.vault_url
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "secret %s in %s version %s: %s",
-                    secret.name,
-                    url,
-                    secret.version,
-                    secret.status.value,
-                )
-            fields = ", ".join(fields_by_key.get(candidate.key, ()))
-            if not fields:
-                continue  # a 404 that a later candidate made up for, or a reference
-            if secret.status is SecretStatus.DISABLED:
-                logger.warning(
-                    "secret %s in %s is disabled; treated as missing (field %s)",
-                    secret.name,
-                    url,
-                    fields,
-                )
-            elif secret.found and secret.is_expired():
-                logger.warning(
-                    "secret %s in %s expired on %s; Key Vault still serves it (field %s)",
-                    secret.name,
-                    url,
-                    secret.expires_on,
-                    fields,
-                )
-            elif secret.found and secret.is_not_yet_valid():
-                logger.warning(
-                    "secret %s in %s is not valid before %s; Key Vault serves it anyway (field %s)",
-                    secret.name,
-                    url,
-                    secret.not_before,
-                    fields,
-                )
-        vaults = dict.fromkeys(c.vault_url for c in result.observed) or {self._vault_url: None}
-        logger.info(
-            "loaded %s from %s: %d secrets requested, %d found, %d missing, %d disabled, "
-            "%d requests, %.1f ms",
-            settings_cls.__name__,
-            ", ".join(vaults),
-            len(result.observed),
-            counts[SecretStatus.FOUND],
-            counts[SecretStatus.MISSING],
-            counts[SecretStatus.DISABLED],
-            result.requests,
-            (time.perf_counter() - started) * 1000,
-        )
+    settings: SettingsT
+    plan: SettingsPlan
+    result: ReadResult
+    references: tuple[tuple[FoundReference, Candidate], ...]
+    reference_values: Mapping[str, str]
 
 
 def _slots(plan: SettingsPlan, result: ReadResult) -> dict[tuple[str, str | None], FetchedSecret]:
@@ -617,9 +677,8 @@ def _reference_values(
 ) -> dict[str, str]:
     """Reference text -> value; :class:`KeyVaultReferenceError` for one that did not resolve."""
     values: dict[str, str] = {}
-    for (found, candidate), resolution in zip(
-        references, result.resolutions[len(plan.secrets) :], strict=True
-    ):
+    resolutions: Sequence[Resolution] = result.resolutions[len(plan.secrets) :]
+    for (found, candidate), resolution in zip(references, resolutions, strict=True):
         secret = resolution.secret
         if not secret.found or secret.value is None:
             state = "is disabled" if secret.status is SecretStatus.DISABLED else "does not exist"
@@ -635,24 +694,76 @@ def _reference_values(
     return values
 
 
-def _tried(planned: Sequence[PlannedSecret]) -> str:
-    """``"no vault had secret 'a' (tried in https://x, https://y) ..."`` for an error message."""
-    if not planned:
-        return "no secret is mapped to it"
-    parts = []
-    for secret in planned:
-        names = ", ".join(repr(n) for n in secret.names)
-        vaults = ", ".join(secret.vaults) or "the vault"
-        parts.append(f"{names} in {vaults}")
-    return "no vault had any of the secrets tried: " + "; ".join(parts)
+class VaultLink:
+    """The narrow contract :class:`~kvconfig.LiveSettings` (and any other refresher) drives a
+    :class:`KeyVault` through: fetch, build, the one load path, and whether it is closed. It
+    never needs a ``KeyVault`` private member."""
 
+    __slots__ = ("_vault",)
 
-def _insert_source(sources: tuple[Any, ...], source: KeyVaultSettingsSource) -> tuple[Any, ...]:
-    """Put the vault source right before file secrets, else right before the defaults."""
-    for index, existing in enumerate(sources):
-        if isinstance(existing, SecretsSettingsSource):
-            return (*sources[:index], source, *sources[index:])
-    for index, existing in enumerate(sources):
-        if isinstance(existing, DefaultSettingsSource):
-            return (*sources[:index], source, *sources[index:])
-    return (*sources, source)
+    def __init__(self, vault: KeyVault) -> None:
+        self._vault = vault
+
+    @property
+    def vault_url(self) -> str:
+        return self._vault.vault_url
+
+    @property
+    def closed(self) -> bool:
+        return self._vault.closed
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._vault.retry_policy
+
+    @property
+    def request_timeout(self) -> float:
+        return self._vault._request_timeout
+
+    def plan(self, settings_cls: type[BaseSettings]) -> SettingsPlan:
+        """As :meth:`KeyVault.plan`."""
+        return self._vault.plan(settings_cls)
+
+    def fetcher(self) -> SecretFetcher:
+        """The vault's fetcher (opening the vault in this loop on first use)."""
+        return self._vault._open()
+
+    def client(self) -> SecretClient:
+        """The SDK client the fetcher uses (for list pages, sent through the same pipeline)."""
+        self._vault._open()
+        client = self._vault._client
+        assert client is not None
+        return client
+
+    def pool(self) -> VaultPool:
+        """Every vault's fetcher and client (opening the vault in this loop on first use)."""
+        return self._vault._opened_pool()
+
+    async def load(
+        self,
+        settings_cls: type[SettingsT],
+        plan: SettingsPlan,
+        init_kwargs: dict[str, Any],
+        *,
+        not_yet_valid: str = "ignore",
+    ) -> Loaded[SettingsT]:
+        """Exactly what :meth:`KeyVault.load` does (with the watcher's ``not_yet_valid``
+        policy), plus what it read, the plan fetched (without the secrets a higher-priority
+        source supplies) and the Key Vault references it resolved."""
+        return await self._vault._load(settings_cls, plan, init_kwargs, not_yet_valid=not_yet_valid)
+
+    def build(
+        self,
+        settings_cls: type[SettingsT],
+        plan: SettingsPlan,
+        secrets: Mapping[tuple[str, str | None], FetchedSecret],
+        init_kwargs: dict[str, Any],
+        *,
+        references: Mapping[str, str] | None = None,
+    ) -> SettingsT:
+        """Validate a complete new instance from ``secrets`` (keyed by ``PlannedSecret.slot``)
+        and the resolved Key Vault references (no I/O)."""
+        return self._vault._build(settings_cls, plan, secrets, init_kwargs, references=references)
+
+    def __repr__(self) -> str:
+        return repr(self._vault)

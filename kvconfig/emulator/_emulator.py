@@ -84,7 +84,8 @@ class KeyVaultEmulator:
         host: Interface to listen on (loopback only is the point).
         port: Port of the ``default`` vault; 0 lets the OS choose.
         data: SQLite file for durable vaults; ``None`` keeps everything in memory.
-        latency_ms: Added latency per request (see :attr:`faults`).
+        latency_ms: Added latency per request, or a uniform random range ``(lo, hi)`` (see
+            :meth:`Faults.latency`); invalid values are refused here.
         ca: Certificate authority to issue the server certificate; generated when ``None``.
         ca_file: Where to write the CA certificate; a temp dir removed on close when ``None``.
     """
@@ -94,7 +95,7 @@ class KeyVaultEmulator:
         host: str = "127.0.0.1",
         port: int = 0,
         data: Path | str | None = None,
-        latency_ms: float = 0,
+        latency_ms: float | tuple[float, float] = 0,
         ca: CertificateAuthority | None = None,
         *,
         ca_file: Path | None = None,

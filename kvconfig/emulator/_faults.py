@@ -7,9 +7,10 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Fault", "Faults"]
+__all__ = ["Fault", "Faults", "Garble"]
 
 Status = int | Literal["reset"]
+Garble = Literal["truncate", "html"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +51,10 @@ class Faults:
     as on the real service).
     """
 
-    def __init__(self, latency_ms: float = 0) -> None:
-        self._latency: tuple[float, float] = (latency_ms, latency_ms)
+    def __init__(self, latency_ms: float | tuple[float, float] = 0) -> None:
+        self._latency: tuple[float, float] = (0.0, 0.0)
+        self.latency(latency_ms)
+        self._garble_next: list[Garble] = []
         self._fail_next: list[Fault] = []
         self._error_rate = 0.0
         self._error_status = 500
@@ -117,10 +120,22 @@ class Faults:
         """
         self.untrusted_tls = on
 
+    def garble_next(self, n: int = 1, how: Garble = "truncate") -> None:
+        """Spoil the body of the next ``n`` successful (2xx) responses; the status stays.
+
+        ``"truncate"`` cuts the JSON body in half (a proxy dropping the rest), ``"html"``
+        replaces it with a gateway's HTML page: what a client sees when something between it and
+        the vault mangles an answer. The truncated half can hold part of a secret value.
+        """
+        if how not in ("truncate", "html"):
+            raise ValueError("how must be 'truncate' or 'html'")
+        self._garble_next.extend(how for _ in range(n))
+
     def clear(self) -> None:
         """Turn every fault off (latency included)."""
         self._latency = (0.0, 0.0)
         self._fail_next.clear()
+        self._garble_next.clear()
         self._error_rate = 0.0
         self._outage = False
         self._throttle = False
@@ -142,6 +157,15 @@ class Faults:
         if self._error_rate and self._rng.random() < self._error_rate:
             return Fault(self._error_status)
         return None
+
+    def garble(self, status: int, body: bytes) -> bytes | None:
+        """The spoiled body for this response if ``garble_next`` asked for one, else ``None``."""
+        if not 200 <= status < 300 or not self._garble_next:
+            return None
+        how = self._garble_next.pop(0)
+        if how == "html":
+            return b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+        return body[: len(body) // 2]
 
     def throttled(self, vault: str, is_create: bool) -> bool:
         """Count an authenticated request; True if it must be answered 429."""

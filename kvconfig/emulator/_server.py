@@ -317,6 +317,14 @@ class VaultServer:
             if self._faults.throttled(vault, is_create):
                 return self._error(request, ServiceError.throttled())
             response = await handler(call)
+            body = response.body
+            garbled = (
+                self._faults.garble(response.status, bytes(body))
+                if isinstance(body, bytes | bytearray)
+                else None
+            )
+            if garbled is not None:
+                response.body = garbled
         except ServiceError as exc:
             return self._error(request, exc)
         except (_Reset, asyncio.CancelledError):

@@ -48,7 +48,8 @@ def test_demo_runs_as_the_readme_shows() -> None:
     assert rows["signing_key"][1] == "expired" and rows["signing_key"][4] == MASK
     assert rows["log_level"][3:] == ["env ORDERS_LOG_LEVEL", "debug"]
     assert rows["feature_flags"][4] == '{"new_checkout": true, "dark_mode": false}'
-    assert "concurrently" in out and "12 requests" in out
+    # 10 secrets (log_level comes from the environment, so it is not requested) + challenge
+    assert "concurrently" in out and "11 requests" in out
     assert "WARNING secret legacy-token" in out and "WARNING secret signing-key" in out
     assert "INFO loaded Settings" in out
     change = re.search(

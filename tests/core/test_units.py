@@ -8,11 +8,11 @@ from azure.core.exceptions import AzureError, ServiceRequestError, ServiceRespon
 from kvconfig import (
     ConfigurationError,
     KeyVault,
-    VaultAuthenticationError,
     VaultError,
 )
+from kvconfig._cache import CacheKey, SecretCache
 from kvconfig._client import is_loopback
-from kvconfig._fetch import CacheKey, FetchedSecret, SecretCache, SecretStatus
+from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._translate import Outcome, classify
 
 URL = "https://example.vault.azure.net"
@@ -22,12 +22,6 @@ URL = "https://example.vault.azure.net"
 def test_connection_errors_are_transient(exc: Exception) -> None:
     verdict = classify(exc, vault_url=URL, secret_name="a")
     assert verdict is not None and verdict.outcome is Outcome.TRANSIENT
-
-
-def test_challenge_resource_mismatch_is_an_authentication_error() -> None:
-    exc = ValueError("The challenge resource 'x' does not match the requested domain.")
-    verdict = classify(exc, vault_url=URL, secret_name="a")
-    assert verdict is not None and isinstance(verdict.error, VaultAuthenticationError)
 
 
 def test_other_azure_errors_are_permanent_and_foreign_errors_unclassified() -> None:

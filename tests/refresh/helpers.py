@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,3 +57,11 @@ async def next_second() -> None:
     """
     now = time.time()
     await asyncio.sleep(math.floor(now) + 1.02 - now)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``condition()`` holds (callbacks run on a dispatcher task, after refresh()).
+    A "did not hang" bound, not a timing assertion."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 (a plain condition, no event to wait on)
+            await asyncio.sleep(0.005)

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from kvconfig import SettingsValidationError, VaultError, VaultUnavailableError
-from kvconfig._changes import RefreshUnavailableError
+from kvconfig._refresh._listing import RefreshUnavailableError
 from kvconfig.emulator import KeyVaultEmulator
 from tests.conftest import VaultFactory
 from tests.refresh.helpers import SEED, AppSettings, list_requests, next_second, secret_gets

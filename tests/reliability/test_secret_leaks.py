@@ -40,13 +40,14 @@ from _emulator_cli import EmulatorProcess, child_env
 from _figures import record
 from _library import CANARY_PREFIX, canary, make_vault
 from azure.core.pipeline.policies import HttpLoggingPolicy, NetworkTraceLoggingPolicy
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, Json, SecretStr
 from pydantic_settings import BaseSettings
 
 from kvconfig import (
     ChangeEvent,
     ClosedError,
     KeyVaultReferenceError,
+    MalformedResponseError,
     MissingSettingError,
     Secret,
     SettingsValidationError,
@@ -198,6 +199,9 @@ async def test_no_value_leaks_from_the_library(
             await _expect(scanner, "refresh outage", VaultUnavailableError, live.refresh())
             emu.faults.clear()
             await live.refresh()
+            async with asyncio.timeout(5):  # callbacks run on the dispatcher, after refresh()
+                while len(events) < 2:  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)
             scanner.add("live", live, live.health, live.current, live._detector)
             scanner.add("held", *(live._detector.held.values() if live._detector else ()))
         scanner.add("events", *events)
@@ -372,6 +376,63 @@ async def test_no_value_leaks_from_push_refresh(
     assert len(delivered) >= 8  # 2 handshakes + 3 events x 2 schemas
     assert scheduler.reread_failures >= 1 and "db-password" in scheduler.expiry
     leaks = scanner.leaks()
+    assert leaks == [], "\n".join(leaks[:10])
+
+
+class Quota(BaseModel):
+    limit: int
+
+
+class Keyed(BaseSettings):
+    """Dict keys are part of the value: pydantic puts them in error locations (issue 9 item 1)."""
+
+    quotas: dict[str, int] = {}
+    plans: dict[str, Quota] = {}
+    raw: Json[dict[str, int]] = "{}"  # type: ignore[assignment]
+
+
+async def test_no_value_leaks_through_keys_or_malformed_answers(
+    keyvault_emulator: KeyVaultEmulator, scanner: Scanner
+) -> None:
+    """Leak paths found by review: JSON keys in error locations (load, refresh, health, log)
+    and 2xx answers whose body is cut short or replaced (the SDK quotes the body)."""
+    emu = keyvault_emulator
+    s = scanner.secret
+    paths = 0
+    emu.seed({"quotas": "{}", "plans": "{}", "raw": "{}"})
+    async with (
+        make_vault(emu, ttl=0, startup_timeout=0.5) as vault,
+        vault.watch(Keyed, interval=60) as live,
+    ):
+        for name, bad in (
+            ("quotas", f'{{"{s()}": "x"}}'),
+            ("plans", f'{{"{s()}": {{"limit": "x"}}}}'),
+            ("raw", f'{{"{s()}": "x"}}'),
+        ):
+            emu.set_secret(name, bad)
+            await _expect(scanner, f"load {name}", SettingsValidationError, vault.load(Keyed))
+            await _expect(scanner, f"refresh {name}", SettingsValidationError, live.refresh())
+            scanner.add(f"health {name}", live.health, live.health.last_error)
+            emu.set_secret(name, "{}")
+            await live.refresh()
+            paths += 4
+        emu.set_secret("quotas", f'{{"{s()}": 1}}')
+        await live.refresh()  # a valid value whose keys are secret: the event names fields
+        for how in ("truncate", "html"):
+            emu.set_secret("quotas", f'{{"{s()}": 2}}')
+            emu.faults.garble_next(1000, how)  # type: ignore[arg-type]
+            await _expect(scanner, f"load {how}", MalformedResponseError, vault.load(Keyed))
+            await _expect(scanner, f"refresh {how}", VaultUnavailableError, live.refresh())
+            scanner.add(f"health {how}", live.health)
+            emu.faults.clear()
+            emu.faults.garble_next(1, how)  # once: retried within the deadline
+            await vault.load(Keyed)
+            await live.refresh()
+            paths += 4
+    leaks = scanner.leaks()
+    record("library.leaks.review_paths_tried", paths)
+    record("library.leaks.review_strings_scanned", len(scanner.texts))
+    record("library.leaks.review_found", len(leaks), target="0")
     assert leaks == [], "\n".join(leaks[:10])
 
 

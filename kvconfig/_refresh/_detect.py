@@ -12,7 +12,13 @@ read again). Two ways to look for changes:
 
 List mode is used when it is cheaper: ``len(tracked) > ceil(N / 25)``, with N learned from the
 previous list pass (before the first one, a single page is assumed). A 403 on the list switches
-to GET mode for good.
+to GET mode; the list is tried again after :data:`LIST_RETRY_AFTER_FORBIDDEN` seconds (a
+permission granted later is noticed). A secret absent from a list pass is confirmed with a GET
+before it counts as deleted (one request, only when its state changes). List failures are
+classified exactly as GETs are (401 is :class:`~kvconfig.VaultAuthenticationError`, a page that
+is not a JSON object is a malformed answer, retried, then
+:class:`~kvconfig.MalformedResponseError`; a vault closed mid-pass is
+:class:`~kvconfig.ClosedError`).
 
 ``updated`` has one-second resolution, so a rotation within the same second as the version we
 hold would leave it unchanged. A secret is therefore only trusted to the list once it was last
@@ -27,90 +33,42 @@ keeps its last-known-good value (``on_missing="keep"``) or falls back to other s
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, NamedTuple
+from typing import Literal
 
-from azure.core.exceptions import AzureError, HttpResponseError
-from azure.core.rest import HttpRequest
 from azure.keyvault.secrets.aio import SecretClient
-from pydantic import BaseModel
 
-from kvconfig._errors import VaultError, VaultUnavailableError
-from kvconfig._fetch import FetchedSecret, SecretFetcher, SecretStatus
+from kvconfig._fetch import SecretFetcher
+from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._names import SecretRef, SettingsPlan
-from kvconfig._translate import Outcome, classify
+from kvconfig._refresh._events import SecretChange
+from kvconfig._refresh._listing import (
+    PAGE_SIZE,
+    Listed,
+    ListForbidden,
+    list_secrets,
+)
 
 __all__ = [
-    "PAGE_SIZE",
+    "LIST_RETRY_AFTER_FORBIDDEN",
     "ChangeDetector",
-    "ChangeEvent",
     "Detection",
     "NotYetValid",
     "OnMissing",
     "Proposal",
-    "RefreshUnavailableError",
-    "SecretChange",
-    "changed_fields",
 ]
 
 logger = logging.getLogger("kvconfig")
 
-PAGE_SIZE = 25  # Key Vault's default (and largest) list page
+LIST_RETRY_AFTER_FORBIDDEN = 3600.0  # seconds in GET mode after a 403 on the list
 OnMissing = Literal["keep", "default"]
 NotYetValid = Literal["ignore", "accept"]
 Key = tuple[str, str | None]
-
-
-@dataclass(frozen=True, slots=True)
-class SecretChange:
-    """One secret whose version in use changed. Versions and times only, never a value.
-
-    ``old_version``/``new_version`` is ``None`` when the secret was missing or disabled.
-    ``vault_url`` is the vault it is in (``None`` only when built without one).
-    """
-
-    name: str
-    old_version: str | None
-    new_version: str | None
-    old_updated: datetime | None
-    new_updated: datetime | None
-    vault_url: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeEvent:
-    """What one published generation of live settings changed. Never holds a value.
-
-    Attributes:
-        generation: The generation now in ``live.current`` (the initial load is 0).
-        fields: Dotted paths of the fields whose value changed, e.g. ``"database.password"``.
-        secrets: The secrets whose version in use changed.
-        time: When it was published (UTC).
-    """
-
-    generation: int
-    fields: tuple[str, ...]
-    secrets: tuple[SecretChange, ...]
-    time: datetime
-
-
-class RefreshUnavailableError(VaultUnavailableError):
-    """Listing the vault kept failing transiently; ``retry_after`` is the server's hint, if any."""
-
-    def __init__(self, message: str, *, vault_url: str, retry_after: float | None) -> None:
-        super().__init__(message, vault_url=vault_url)
-        self.retry_after = retry_after
-
-
-class _Listed(NamedTuple):
-    updated: datetime | None
-    enabled: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +139,7 @@ class ChangeDetector:
         self._pinned: dict[Key, FetchedSecret] = {}
         self.vault_size: int | None = None
         self.list_forbidden = False
+        self._list_retry_at = 0.0  # monotonic time the list may be tried again after a 403
         self._warned: set[tuple[str, str | None, str]] = set()
 
     # -- state ---------------------------------------------------------------------------------
@@ -230,6 +189,8 @@ class ChangeDetector:
 
     def mode(self) -> str:
         """``"list"`` when a list pass costs fewer requests than reading every tracked secret."""
+        if self.list_forbidden and time.monotonic() >= self._list_retry_at:
+            self.list_forbidden = False  # try the list again: the permission may be granted
         if self.list_forbidden or not self._states:
             return "get"
         pages = 1 if self.vault_size is None else max(1, math.ceil(self.vault_size / PAGE_SIZE))
@@ -261,15 +222,32 @@ class ChangeDetector:
         observed_at = self._wall()
         if to_get:
             result = await self._fetcher.fetch(
-                to_get, max_age=0, timeout=max(0.0, deadline - time.monotonic())
+                to_get, max_age=0, timeout=max(0.0, deadline - time.monotonic()), strict=False
             )
             requests += result.requests
             for ref in to_get:
                 observed[ref.key] = result.secrets[ref.key]
         return Detection(observed, observed_at, requests, mode)
 
+    async def detect_names(self, names: Iterable[str], *, timeout: float) -> Detection:
+        """Re-read the tracked secrets called ``names`` (case-insensitive), cache bypassed.
+
+        Names that are not tracked (pinned, or not in the plan) are ignored.
+        """
+        wanted = {name.lower() for name in names}
+        refs = [state.ref for key, state in self._states.items() if key[0] in wanted]
+        observed: dict[Key, FetchedSecret] = {}
+        observed_at = self._wall()
+        requests = 0
+        if refs:
+            result = await self._fetcher.fetch(refs, max_age=0, timeout=timeout, strict=False)
+            requests = result.requests
+            for ref in refs:
+                observed[ref.key] = result.secrets[ref.key]
+        return Detection(observed, observed_at, requests, "get")
+
     def _compare(
-        self, listing: Mapping[str, _Listed], observed: dict[Key, FetchedSecret]
+        self, listing: Mapping[str, Listed], observed: dict[Key, FetchedSecret]
     ) -> list[SecretRef]:
         """Synthesise missing/disabled observations from the list; return what must be read."""
         to_get: list[SecretRef] = []
@@ -278,7 +256,8 @@ class ChangeDetector:
             seen = state.seen
             if item is None:
                 if seen.status is not SecretStatus.MISSING:
-                    observed[key] = FetchedSecret(name=state.ref.name, status=SecretStatus.MISSING)
+                    # Absent from this pass: confirm with a GET (a 404) before it counts as deleted.
+                    to_get.append(state.ref)
             elif not item.enabled:
                 if seen.status is not SecretStatus.DISABLED:
                     observed[key] = FetchedSecret(name=state.ref.name, status=SecretStatus.DISABLED)
@@ -298,73 +277,31 @@ class ChangeDetector:
             return False
         return state.seen_at >= updated.timestamp() + 1.0 + self._clock_skew
 
-    async def _list(self, deadline: float) -> tuple[dict[str, _Listed] | None, int]:
-        """One list pass: lower-cased name -> (updated, enabled), and the requests it took.
-
-        Pages are read with ``SecretClient.send_request`` (same pipeline, authentication and
-        transport as every other call) and parsed as plain JSON: the SDK's per-item model
-        deserialisation would cost several times the CPU of the request itself, and only
-        ``id``, ``attributes.updated`` and ``attributes.enabled`` are needed. Transient failures
-        are retried (resuming at the failed page) with the fetcher's backoff until ``deadline``.
-        Returns ``None`` as the listing when listing is forbidden (403).
-        """
-        listing: dict[str, _Listed] = {}
-        requests = 0
-        attempt = 0
-        url: str | None = "/secrets"  # the service's default page size (25)
-        while url is not None:
-            requests += 1
-            try:
-                response = await self._client.send_request(
-                    HttpRequest("GET", url),
-                    connection_timeout=self._request_timeout,
-                    read_timeout=self._request_timeout,
-                )
-                if response.status_code != 200:
-                    raise HttpResponseError(response=response)
-                page = response.json()
-            except (AzureError, TimeoutError) as exc:
-                verdict = classify(exc, vault_url=self._vault_url, secret_name="*")
-                if verdict is None:
-                    raise
-                if verdict.outcome is not Outcome.TRANSIENT:
-                    status = getattr(exc, "status_code", None)
-                    if status == 403:
-                        self._forbid(verdict.reason)
-                        return None, requests
-                    raise VaultError(
-                        f"listing the secrets of vault {self._vault_url} failed ({verdict.reason})",
-                        vault_url=self._vault_url,
-                        status=status,
-                    ) from None
-                attempt += 1
-                delay = self._fetcher._delay(attempt, verdict.retry_after)
-                if time.monotonic() + delay > deadline:
-                    raise RefreshUnavailableError(
-                        f"listing the secrets of vault {self._vault_url} failed: {verdict.reason}",
-                        vault_url=self._vault_url,
-                        retry_after=verdict.retry_after,
-                    ) from None
-                logger.debug(
-                    "list of %s: %s, retrying in %.3fs", self._vault_url, verdict.reason, delay
-                )
-                await asyncio.sleep(delay)
-                continue
-            except ValueError:
-                raise VaultError(
-                    f"vault {self._vault_url} answered a list request with a body that is not JSON",
-                    vault_url=self._vault_url,
-                ) from None
-            attempt = 0
-            url = _read_page(page, listing)
+    async def _list(self, deadline: float) -> tuple[dict[str, Listed] | None, int]:
+        """One list pass (see :func:`kvconfig._refresh._listing.list_secrets`); ``None`` as the
+        listing when listing is forbidden (403), which switches to GET mode for a while."""
+        try:
+            listing, requests = await list_secrets(
+                self._client,
+                vault_url=self._vault_url,
+                retry=self._fetcher.retry,
+                request_timeout=self._request_timeout,
+                deadline=deadline,
+                closed=lambda: self._fetcher.closed,
+            )
+        except ListForbidden as forbidden:
+            self._forbid(forbidden.reason)
+            return None, forbidden.requests
         self.vault_size = len(listing)
         return listing, requests
 
     def _forbid(self, reason: str) -> None:
         self.list_forbidden = True
+        self._list_retry_at = time.monotonic() + LIST_RETRY_AFTER_FORBIDDEN
         logger.warning(
             "listing secrets of vault %s is forbidden (%s); change detection reads each of the "
-            "%d tracked secrets instead (grant secrets/list to make a refresh cost fewer requests)",
+            "%d tracked secrets instead, and tries the list again in an hour (grant secrets/list "
+            "to make a refresh cost fewer requests)",
             self._vault_url,
             reason,
             len(self._states),
@@ -481,38 +418,3 @@ class ChangeDetector:
         if marker not in self._warned:
             self._warned.add(marker)
             logger.warning(message, *args)
-
-
-def _read_page(page: object, listing: dict[str, _Listed]) -> str | None:
-    """Add a ``SecretListResult`` page's items to ``listing``; return its ``nextLink``."""
-    if not isinstance(page, dict):
-        return None
-    for item in page.get("value") or ():
-        secret_id = item.get("id") if isinstance(item, dict) else None
-        if not isinstance(secret_id, str):
-            continue
-        name = secret_id.rstrip("/").rsplit("/", 1)[-1].lower()  # list ids carry no version
-        attributes = item.get("attributes") or {}
-        updated = attributes.get("updated")
-        listing[name] = _Listed(
-            datetime.fromtimestamp(updated, UTC) if isinstance(updated, int | float) else None,
-            attributes.get("enabled") is not False,
-        )
-    next_link = page.get("nextLink")
-    return next_link if isinstance(next_link, str) and next_link else None
-
-
-def changed_fields(old: BaseModel, new: BaseModel) -> tuple[str, ...]:
-    """Dotted paths of the fields whose values differ, descending into nested models."""
-    return tuple(_diff(old, new, ()))
-
-
-def _diff(old: BaseModel, new: BaseModel, prefix: tuple[str, ...]) -> Iterable[str]:
-    for name in type(new).model_fields:
-        a = getattr(old, name, None)
-        b = getattr(new, name, None)
-        path = (*prefix, name)
-        if isinstance(a, BaseModel) and isinstance(b, BaseModel) and type(a) is type(b):
-            yield from _diff(a, b, path)
-        elif a != b:
-            yield ".".join(path)

@@ -1,9 +1,9 @@
 """Change detection across several vaults: one :class:`ChangeDetector` per vault, one verdict.
 
-:class:`RoutedDetector` has the interface ``LiveSettings`` drives (``detect`` / ``propose`` /
-``commit`` / ``mode`` / ``next_check_in`` / ``warn_expired``) and keeps one
-:class:`~kvconfig._changes.ChangeDetector` per vault involved, each choosing list or GET mode for
-its own vault. A refresh:
+:class:`RoutedDetector` has the interface ``LiveSettings`` drives (``detect`` /
+``detect_names`` / ``propose`` / ``commit`` / ``mode`` / ``next_check_in`` / ``warn_expired``)
+and keeps one :class:`~kvconfig._refresh._detect.ChangeDetector` per vault involved, each
+choosing list or GET mode for its own vault. A refresh:
 
 1. detects in every vault concurrently (the first permanent error cancels the others);
 2. for a chain (fallback vaults, prefix chain) whose every candidate read so far is now missing,
@@ -21,21 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from kvconfig._changes import (
-    ChangeDetector,
-    Detection,
-    NotYetValid,
-    OnMissing,
-    Proposal,
-    SecretChange,
-)
-from kvconfig._fetch import FetchedSecret, SecretStatus
+from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._names import SecretRef, SettingsPlan
 from kvconfig._references import FoundReference
+from kvconfig._refresh._detect import ChangeDetector, Detection, NotYetValid, OnMissing, Proposal
+from kvconfig._refresh._events import SecretChange
 from kvconfig._routing import Candidate, ReadResult, VaultPool, chain, read_chains
 
 __all__ = ["RoutedDetection", "RoutedDetector", "RoutedProposal"]
@@ -49,7 +44,7 @@ class RoutedDetection:
     """What one detection pass saw in every vault.
 
     Attributes:
-        per_vault: Each vault's :class:`~kvconfig._changes.Detection`.
+        per_vault: Each vault's :class:`~kvconfig._refresh._detect.Detection`.
         added: Chain candidates read for the first time in this pass.
         requests: HTTP requests made, every vault included.
         mode: ``"list"``, ``"get"``, or ``"mixed"`` when vaults differ.
@@ -145,18 +140,15 @@ class RoutedDetector:
     def startup_timeout(self) -> float:
         return self._pool.startup_timeout
 
-    @property
-    def last_retry_after(self) -> float | None:
-        """The longest ``Retry-After`` any vault sent during the last refresh."""
-        hints = [self._pool.fetcher(url).last_retry_after for url in self._detectors]
-        present = [hint for hint in hints if hint is not None]
-        return max(present) if present else None
-
-    def reset_retry_after(self) -> None:
-        for url in self._detectors:
-            self._pool.fetcher(url).last_retry_after = None
-
     # -- detection -----------------------------------------------------------------------------
+
+    async def detect_names(self, names: Iterable[str], *, timeout: float) -> RoutedDetection:
+        """Re-read the tracked secrets called ``names`` in every vault (push refresh)."""
+        names = tuple(names)
+        return await self._detect_all(
+            {url: d.detect_names(names, timeout=timeout) for url, d in self._detectors.items()},
+            time.monotonic() + timeout,
+        )
 
     async def detect(self, *, timeout: float) -> RoutedDetection:
         """Look for changes in every vault at once, then read any chain's next candidates.
@@ -165,11 +157,15 @@ class RoutedDetector:
             VaultError: the first permanent error of any vault (naming it), or
                 :class:`~kvconfig.VaultUnavailableError` when one kept failing past ``timeout``.
         """
-        deadline = time.monotonic() + timeout
-        tasks = {
-            url: asyncio.ensure_future(detector.detect(timeout=timeout))
-            for url, detector in self._detectors.items()
-        }
+        return await self._detect_all(
+            {url: d.detect(timeout=timeout) for url, d in self._detectors.items()},
+            time.monotonic() + timeout,
+        )
+
+    async def _detect_all(
+        self, detections: Mapping[str, Coroutine[Any, Any, Detection]], deadline: float
+    ) -> RoutedDetection:
+        tasks = {url: asyncio.ensure_future(coro) for url, coro in detections.items()}
         try:
             pending: set[asyncio.Future[Detection]] = set(tasks.values())
             while pending:
@@ -214,7 +210,11 @@ class RoutedDetector:
         if not rest:
             return {}, 0
         result = await read_chains(
-            self._pool, rest, max_age=0, timeout=max(0.0, deadline - time.monotonic())
+            self._pool,
+            rest,
+            max_age=0,
+            timeout=max(0.0, deadline - time.monotonic()),
+            strict=False,
         )
         return dict(result.observed), result.requests
 

@@ -1,8 +1,16 @@
 """``LiveSettings``: a Settings instance kept fresh by one background task.
 
-Created by :meth:`kvconfig.KeyVault.watch`. The refresh path is the load path: the same fetcher
-(retries, cache, single-flight), the same plan and the same build and validation
-(``KeyVault._build``); change detection is in :mod:`kvconfig._changes`.
+Created by :meth:`kvconfig.KeyVault.watch`, which hands it a :class:`~kvconfig._vault.VaultLink`:
+the narrow contract (fetcher, client, the one load path, build, closed) it drives the vault
+through. The refresh path is the load path: the same fetcher (retries, cache, single-flight),
+the same plan and the same build and validation; change detection is in
+`kvconfig._refresh._detect`. Every publish goes through :meth:`LiveSettings._apply` (validate the
+complete new Settings, then swap): the poll path and :meth:`LiveSettings._refresh_names` (re-read
+a given set of secrets) both end there.
+
+``on_change`` callbacks never run inside a refresh: a published event is queued for one
+dispatcher task that awaits the callbacks in generation order; one still running after
+``on_change_timeout`` is cancelled, logged and skipped.
 
 A refresh never publishes an invalid configuration: the complete new Settings is built and
 validated first, and ``current`` is replaced in one assignment only when a value changed. Every
@@ -22,21 +30,13 @@ import random
 import time
 import traceback
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from pydantic_settings import BaseSettings
 
-from kvconfig._changes import (
-    ChangeEvent,
-    NotYetValid,
-    OnMissing,
-    RefreshUnavailableError,
-    SecretChange,
-    changed_fields,
-)
 from kvconfig._errors import (
     ClosedError,
     ConfigurationError,
@@ -44,13 +44,13 @@ from kvconfig._errors import (
     SettingsValidationError,
     VaultUnavailableError,
 )
-from kvconfig._health import Health
+from kvconfig._refresh._detect import NotYetValid, OnMissing
+from kvconfig._refresh._events import ChangeEvent, SecretChange, changed_fields
+from kvconfig._refresh._health import Health
+from kvconfig._refresh._routed import RoutedDetection, RoutedDetector
 
 if TYPE_CHECKING:
-    from kvconfig._vault import KeyVault
-
-from kvconfig._refresh_routing import RoutedDetector
-from kvconfig._vault import _reference_values, _slots
+    from kvconfig._vault import VaultLink
 
 __all__ = ["ChangeCallback", "ChangeStream", "LiveSettings"]
 
@@ -134,7 +134,7 @@ class LiveSettings(Generic[SettingsT]):
 
     def __init__(
         self,
-        vault: KeyVault,
+        vault: VaultLink,
         settings_cls: type[SettingsT],
         *,
         interval: float | timedelta = 60.0,
@@ -144,6 +144,7 @@ class LiveSettings(Generic[SettingsT]):
         on_change: ChangeCallback | None = None,
         clock_skew: float | timedelta = 1.0,
         init_kwargs: dict[str, Any] | None = None,
+        on_change_timeout: float | timedelta = 30.0,
     ) -> None:
         if on_missing not in ("keep", "default"):
             raise ConfigurationError(f"on_missing must be 'keep' or 'default', got {on_missing!r}")
@@ -162,6 +163,9 @@ class LiveSettings(Generic[SettingsT]):
         self._on_missing: OnMissing = on_missing
         self._not_yet_valid: NotYetValid = not_yet_valid
         self._on_change = on_change
+        self._on_change_timeout = _seconds(on_change_timeout, "on_change_timeout", positive=True)
+        self._pending: asyncio.Queue[ChangeEvent] = asyncio.Queue()
+        self._dispatcher: asyncio.Task[None] | None = None
         self._clock_skew = _seconds(clock_skew, "clock_skew")
         self._init_kwargs = dict(init_kwargs or {})
         self._plan = vault.plan(settings_cls)  # naming errors surface here, before any I/O
@@ -186,37 +190,33 @@ class LiveSettings(Generic[SettingsT]):
             raise ClosedError(f"{self!r} can be entered only once")
         vault = self._vault
         plan = self._plan
-        vault._open()
-        assert vault._pool is not None  # created by _open()
-        started = time.perf_counter()
-        found = vault._find_references(self._settings_cls, self._init_kwargs)
-        result = await vault._read(plan, found)
-        vault._log_load(self._settings_cls, plan, result, started)
-        references = _reference_values(plan, found, result)
-        self.current = vault._build(
-            self._settings_cls,
-            plan,
-            _slots(plan, result),
-            self._init_kwargs,
-            references=references,
+        loaded = await vault.load(
+            self._settings_cls, plan, self._init_kwargs, not_yet_valid=self._not_yet_valid
         )
-        # One detector per vault involved (list or GET mode each), one verdict per refresh.
+        self.current = loaded.settings
+        plan = self._plan = loaded.plan  # what a higher-priority source supplies is never tracked
+        # One detector per vault involved (list or GET mode each), one verdict per refresh; the
+        # secrets behind Key Vault references are tracked too.
         self._detector = RoutedDetector(
             plan,
-            found,
-            vault._pool,
+            loaded.references,
+            vault.pool(),
             on_missing=self._on_missing,
             not_yet_valid=self._not_yet_valid,
             clock_skew=self._clock_skew,
-            request_timeout=vault._request_timeout,
+            request_timeout=vault.request_timeout,
         )
-        self._detector.start(result, references)
+        self._detector.start(loaded.result, loaded.reference_values)
         self._last_success = datetime.now(UTC)
         self._last_success_at = time.monotonic()
         self._state = "running"
         self._task = asyncio.create_task(
             self._run(), name=f"kvconfig-watch-{self._settings_cls.__name__}"
         )
+        if self._on_change is not None:
+            self._dispatcher = asyncio.create_task(
+                self._dispatch(), name=f"kvconfig-on-change-{self._settings_cls.__name__}"
+            )
         return self
 
     async def __aexit__(
@@ -235,7 +235,11 @@ class LiveSettings(Generic[SettingsT]):
         if self._state == "closed":
             return
         self._state = "closed"
-        tasks = [t for t in (self._task, self._inflight) if t is not None and not t.done()]
+        tasks = [
+            t
+            for t in (self._task, self._inflight, self._dispatcher)
+            if t is not None and not t.done()
+        ]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -360,32 +364,61 @@ class LiveSettings(Generic[SettingsT]):
         interval, at least the server's ``Retry-After``; anything else -> the next interval."""
         if not isinstance(exc, VaultUnavailableError):
             return self._next_delay()
-        retry_after = exc.retry_after if isinstance(exc, RefreshUnavailableError) else None
-        if retry_after is None and self._detector is not None:
-            retry_after = self._detector.last_retry_after
-        base = max(self._vault._retry_backoff, 0.001)
-        exponent = min(self._consecutive_failures - 1, 30)
-        delay = random.uniform(0.0, min(self._interval, base * 2.0**exponent))
-        return delay if retry_after is None else max(delay, retry_after)
+        policy = self._vault.retry_policy
+        return policy.delay(max(self._consecutive_failures, 1), exc.retry_after, cap=self._interval)
 
     # -- one refresh ---------------------------------------------------------------------------
 
     async def _refresh_once(self) -> ChangeEvent | None:
+        """One poll: detect what changed (list pass and/or GETs), then :meth:`_apply` it."""
         detector = self._detector
         assert detector is not None
         started = time.perf_counter()
         self._refreshes += 1
-        detector.reset_retry_after()
-        event: ChangeEvent | None = None
         try:
             if self._vault.closed:
                 raise ClosedError(f"{self._vault!r} is closed")
-            timeout = min(self._interval, detector.startup_timeout)
+            timeout = self._refresh_timeout()
             detection = await detector.detect(timeout=timeout)
+        except Exception as exc:
+            self._record_failure(exc)
+            raise
+        return self._apply(detection, started)
+
+    async def _refresh_names(self, names: Iterable[str]) -> ChangeEvent | None:
+        """Re-read the tracked secrets called ``names`` (case-insensitive; others ignored) and
+        publish what changed through the same validate-before-swap path as a poll."""
+        detector = self._detector
+        assert detector is not None
+        started = time.perf_counter()
+        self._refreshes += 1
+        try:
+            if self._vault.closed:
+                raise ClosedError(f"{self._vault!r} is closed")
+            timeout = self._refresh_timeout()
+            detection = await detector.detect_names(names, timeout=timeout)
+        except Exception as exc:
+            self._record_failure(exc)
+            raise
+        return self._apply(detection, started)
+
+    def _refresh_timeout(self) -> float:
+        """One refresh's budget: an interval, never more than ``startup_timeout``."""
+        assert self._detector is not None
+        return min(self._detector.startup_timeout, self._interval)
+
+    def _apply(self, detection: RoutedDetection, started: float) -> ChangeEvent | None:
+        """Apply the policies to a detection; validate the complete new Settings; publish it if
+        a field changed. Never awaits: nothing can interleave between validation and the swap.
+        Callbacks are queued for the dispatcher, never run here."""
+        detector = self._detector
+        assert detector is not None
+        event: ChangeEvent | None = None
+        try:
             proposal = detector.propose(detection)
             if proposal.changes:
                 # Validate the complete new Settings before anything is published.
-                new = self._vault._build(
+                new = self._vault.build(
                     self._settings_cls,
                     self._plan,
                     proposal.held,
@@ -404,8 +437,8 @@ class LiveSettings(Generic[SettingsT]):
             raise
         self._record_success()
         self._log_refresh(proposal.changes, event, detection.requests, detection.mode, started)
-        if event is not None:
-            await self._notify(event)
+        if event is not None and self._dispatcher is not None:
+            self._pending.put_nowait(event)
         return event
 
     def _publish(
@@ -418,21 +451,36 @@ class LiveSettings(Generic[SettingsT]):
             stream._push(event)
         return event
 
-    async def _notify(self, event: ChangeEvent) -> None:
-        if self._on_change is None:
-            return
-        try:
-            result = self._on_change(event)
-            if inspect.isawaitable(result):
-                await result
-        except Exception as exc:
-            logger.error(
-                "on_change callback for %s generation %d failed: %s\n%s",
-                self._settings_cls.__name__,
-                event.generation,
-                type(exc).__name__,
-                _stack(exc),
-            )
+    async def _dispatch(self) -> None:
+        """Run ``on_change`` for each published event, in generation order, outside any refresh.
+
+        A callback may await ``live.refresh()``. One that is still running after
+        ``on_change_timeout`` seconds is cancelled and logged; the next event goes on.
+        """
+        assert self._on_change is not None
+        while True:
+            event = await self._pending.get()
+            try:
+                async with asyncio.timeout(self._on_change_timeout):
+                    result = self._on_change(event)
+                    if inspect.isawaitable(result):
+                        await result
+            except TimeoutError:
+                logger.error(
+                    "on_change callback for %s generation %d still running after %gs; "
+                    "abandoned (cancelled), refreshing goes on",
+                    self._settings_cls.__name__,
+                    event.generation,
+                    self._on_change_timeout,
+                )
+            except Exception as exc:
+                logger.error(
+                    "on_change callback for %s generation %d failed: %s\n%s",
+                    self._settings_cls.__name__,
+                    event.generation,
+                    type(exc).__name__,
+                    _stack(exc),
+                )
 
     @property
     def _where(self) -> str:
