@@ -40,6 +40,7 @@ from kvconfig._errors import ClosedError, VaultError
 from kvconfig._model import FetchedSecret, FetchResult, SecretStatus
 from kvconfig._names import SecretRef
 from kvconfig._retry import Deadline, RetryPolicy
+from kvconfig._telemetry import outcome_name, telemetry
 from kvconfig._translate import Outcome, classify, unavailable_error
 
 __all__ = [
@@ -436,12 +437,14 @@ class SecretFetcher:
             finally:
                 flight.scope = None
             if failure is None:
+                telemetry.request(self.vault_url, "get", "found")  # telemetry hook
                 self._authenticated = True
                 fetched = _found(ref.name, secret, sent_at)
                 self.cache.put(key, fetched)
                 return fetched
 
             verdict = classify(failure, vault_url=self.vault_url, secret_name=ref.name)
+            telemetry.request(self.vault_url, "get", outcome_name(verdict))  # telemetry hook
             if verdict is None:
                 raise failure
             del failure  # never chained: an SDK error can hold the response body (the value)

@@ -70,6 +70,7 @@ from kvconfig._routing import (
     chain,
     read_chains,
 )
+from kvconfig._telemetry import telemetry
 from kvconfig._translate import classify
 
 if TYPE_CHECKING:
@@ -450,21 +451,24 @@ class KeyVault:
         ``not_yet_valid`` policy, log, build."""
         started = time.perf_counter()
         plan = needed_plan(settings_cls, plan, init_kwargs)
-        references = self._find_references(settings_cls, init_kwargs)
-        result = await self._read(plan, references)
-        if not_yet_valid == "ignore":
-            result = await self._valid_now(result)
-        log_load(settings_cls, plan, result, started, vault_url=self._vault_url)
-        try:
-            values = _reference_values(plan, references, result)
-            settings = self._build(
-                settings_cls, plan, _slots(plan, result), init_kwargs, references=values
-            )
-        except SettingsValidationError:
-            # Never serve this failure back: a secret created to fix it must be read next time.
-            self._forget_absent(result)
-            raise
-        return Loaded(settings, plan, result, references, values)
+        names = [ref.name for ref in plan.refs]  # telemetry hook (span kvconfig.load)
+        with telemetry.load(settings_cls.__name__, self.vault_url, names) as span:
+            references = self._find_references(settings_cls, init_kwargs)
+            result = await self._read(plan, references)
+            if not_yet_valid == "ignore":
+                result = await self._valid_now(result)
+            span.requests = result.requests  # telemetry hook
+            log_load(settings_cls, plan, result, started, vault_url=self._vault_url)
+            try:
+                values = _reference_values(plan, references, result)
+                settings = self._build(
+                    settings_cls, plan, _slots(plan, result), init_kwargs, references=values
+                )
+            except SettingsValidationError:
+                # Never serve this failure back: a secret created to fix it must be read next.
+                self._forget_absent(result)
+                raise
+            return Loaded(settings, plan, result, references, values)
 
     def _forget_absent(self, result: ReadResult) -> None:
         pool = self._pool

@@ -149,10 +149,57 @@ def wait_until(condition: Callable[[], bool], proc: subprocess.Popen[str]) -> No
         time.sleep(0.05)
 
 
+def run_fastapi_service(tmp_path: Path, ca: CertificateAuthority) -> None:
+    """Under uvicorn as a real server, with 1 worker and with 2 (each runs the lifespan)."""
+    for workers in (1, 2):
+        _serve_fastapi(tmp_path / f"workers-{workers}.log", ca, workers)
+
+
+def _serve_fastapi(log: Path, ca: CertificateAuthority, workers: int) -> None:
+    with EmulatorThread(ca=ca) as emu:
+        emu.seed({"greeting": "hi", "upstream-token": "upstream-value-7f3"})
+        port = free_port()
+        env = clean_env(emu.environment())
+        env.update(KVCONFIG_INTERVAL="0.2")
+        args = ["--app-dir", str(EXAMPLES), "--host", "127.0.0.1", "--port", str(port)]
+        with log.open("w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "fastapi_service:app", *args,
+                 "--workers", str(workers)],
+                env=env, stdout=subprocess.DEVNULL, stderr=err, text=True,
+            )  # fmt: skip
+            try:
+                base = f"http://127.0.0.1:{port}"
+                serving = "serving ServiceSettings from"
+                wait_until(lambda: log.read_text().count(serving) == workers, proc)
+                wait_until(lambda: _answers(f"{base}/health"), proc)
+                assert get_json(f"{base}/")[1]["message"] == "hi, world"
+                emu.set_secret("greeting", "hello again")
+                # Every worker's watcher publishes the rotation (kvconfig's INFO line, visible
+                # under uvicorn), and the handlers serve it.
+                rotated = "ServiceSettings from " + emu.vault_url + ": generation 1, "
+                wait_until(lambda: log.read_text().count(rotated) == workers, proc)
+                for _ in range(10):
+                    assert get_json(f"{base}/")[1]["message"] == "hello again, world"
+                status, health = get_json(f"{base}/health")
+                assert status == 200 and health["healthy"] is True
+            finally:
+                proc.send_signal(signal.SIGTERM)  # as a process manager stops it
+                proc.wait(timeout=30)
+    text = log.read_text()
+    # uvicorn re-raises the signal after a graceful shutdown (so a supervisor sees it).
+    assert proc.returncode in (0, -signal.SIGTERM), text
+    assert text.count("Application shutdown complete") == workers, text
+    assert text.count("closed ServiceSettings watcher and vault") == workers, text
+    assert "Traceback" not in text and "Unclosed" not in text, text
+    assert "upstream-value-7f3" not in text
+
+
 RUNNERS: dict[str, Callable[[Path, CertificateAuthority], None]] = {
     "quickstart.py": run_quickstart,
     "basic_load.py": run_basic_load,
     "demo_settings.py": run_demo_settings,
+    "fastapi_service.py": run_fastapi_service,
     "test_with_emulator.py": run_test_with_emulator,
     "web_service.py": run_web_service,
 }

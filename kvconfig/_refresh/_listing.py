@@ -24,6 +24,7 @@ from kvconfig._errors import (
     VaultUnavailableError,
 )
 from kvconfig._retry import RetryPolicy
+from kvconfig._telemetry import outcome_name, telemetry
 from kvconfig._translate import MALFORMED, Outcome, classify
 
 __all__ = [
@@ -114,6 +115,7 @@ async def list_secrets(
             if isinstance(failure, RuntimeError):
                 raise failure
             verdict = classify(failure, vault_url=vault_url, secret_name="*")
+            telemetry.request(vault_url, "list", outcome_name(verdict))  # telemetry hook
             status = getattr(failure, "status_code", None)
             del failure  # never chained: it can hold the response body
             if verdict is None:
@@ -148,6 +150,7 @@ async def list_secrets(
             logger.debug("list of %s: %s, retrying in %.3fs", vault_url, verdict.reason, delay)
             await asyncio.sleep(delay)
             continue
+        telemetry.request(vault_url, "list", "ok")  # telemetry hook
         attempt = 0
         url = read_page(cast(dict[str, Any], page), listing)
     return listing, requests

@@ -48,6 +48,7 @@ from kvconfig._refresh._detect import NotYetValid, OnMissing
 from kvconfig._refresh._events import ChangeEvent, SecretChange, changed_fields
 from kvconfig._refresh._health import Health
 from kvconfig._refresh._routed import RoutedDetection, RoutedDetector
+from kvconfig._telemetry import telemetry
 
 if TYPE_CHECKING:
     from kvconfig._vault import VaultLink
@@ -210,6 +211,7 @@ class LiveSettings(Generic[SettingsT]):
         self._last_success = datetime.now(UTC)
         self._last_success_at = time.monotonic()
         self._state = "running"
+        telemetry.watching(self, self._settings_cls.__name__, vault.vault_url)  # telemetry hook
         self._task = asyncio.create_task(
             self._run(), name=f"kvconfig-watch-{self._settings_cls.__name__}"
         )
@@ -375,15 +377,20 @@ class LiveSettings(Generic[SettingsT]):
         assert detector is not None
         started = time.perf_counter()
         self._refreshes += 1
-        try:
-            if self._vault.closed:
-                raise ClosedError(f"{self._vault!r} is closed")
-            timeout = self._refresh_timeout()
-            detection = await detector.detect(timeout=timeout)
-        except Exception as exc:
-            self._record_failure(exc)
-            raise
-        return self._apply(detection, started)
+        names = [ref.name for ref in self._plan.refs]  # telemetry hook (span kvconfig.refresh)
+        with telemetry.refresh(self._settings_cls.__name__, self._vault.vault_url, names) as span:
+            try:
+                if self._vault.closed:
+                    raise ClosedError(f"{self._vault!r} is closed")
+                timeout = self._refresh_timeout()
+                detection = await detector.detect(timeout=timeout)
+            except Exception as exc:
+                self._record_failure(exc)
+                raise
+            event = self._apply(detection, started)
+            span.requests = detection.requests  # telemetry hook
+            span.outcome = "changed" if event is not None else "unchanged"  # telemetry hook
+        return event
 
     async def _refresh_names(self, names: Iterable[str]) -> ChangeEvent | None:
         """Re-read the tracked secrets called ``names`` (case-insensitive; others ignored) and

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kvconfig._cli import build_parser, main
+from kvconfig._cli._main import build_parser, main
 from kvconfig.emulator import CertificateAuthority, EmulatorThread
 
 from .conftest import child_env, run_kvconfig
@@ -37,6 +37,16 @@ def test_every_option_of_every_command_is_described() -> None:
     for name in ("kvconfig", "demo", "explain", "emulator"):
         sub = parser if name == "kvconfig" else commands[name]
         assert sub.epilog is not None and "examples:" in sub.epilog, name
+
+
+def test_command_list_matches_each_command_own_help() -> None:
+    """``kvconfig --help`` lists commands from _main's table (importing none): same lines."""
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            listed = {a.dest: a.help for a in action._choices_actions}
+    for lazy in build_parser(())._actions:
+        if isinstance(lazy, argparse._SubParsersAction):
+            assert {a.dest: a.help for a in lazy._choices_actions} == listed
 
 
 def test_help_and_version_exit_zero(capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,7 +86,7 @@ def test_module_failing_at_import_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr == (
         "kvconfig explain: error: importing module 'broken_settings_mod' failed: "
-        "RuntimeError: boom at import\n"
+        "RuntimeError (run with --debug for the traceback)\n"
     )
 
 

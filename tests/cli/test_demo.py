@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from kvconfig._demo import DEMO_SECRETS, ROTATED_PASSWORD, load_demo_settings, run_demo
-from kvconfig._table import MASK, Style
+from kvconfig._cli._demo import DEMO_SECRETS, ROTATED_PASSWORD, load_demo_settings, run_demo
+from kvconfig._cli._render import MASK, Style
 
 from .conftest import child_env, run_kvconfig
 

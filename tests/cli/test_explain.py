@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings
 
 from kvconfig import Secret
 from kvconfig._cli import main
-from kvconfig._explain import explain
+from kvconfig._report import explain
 from kvconfig.emulator import KeyVaultEmulator
 
 from .conftest import child_env, run_kvconfig

@@ -16,7 +16,11 @@ for the marker and for each canary's hex part:
 - every change event (stream and callback);
 - the output of ``kvconfig demo`` and ``kvconfig explain`` run as subprocesses with ``-vv
   --debug`` (explain against a CLI emulator seeded with canary values; the demo seeds its own
-  made-up values, which are scanned for instead).
+  made-up values, which are scanned for instead);
+- the CLI's one-line error for exceptions that are not kvconfig's (a user validator or a module
+  quoting a value): type only, never the message;
+- the FastAPI integration's ``/health`` answers and log lines;
+- every OpenTelemetry span and metric point exported (secret names opted in).
 
 The Azure SDK logs request and response *bodies* only with ``logging_enable=True``; kvconfig never
 passes it, and :func:`test_kvconfig_client_never_enables_body_logging` checks the pipeline it
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -562,7 +567,7 @@ class Settings(BaseSettings):
 
 @pytest.mark.slow
 def test_no_value_leaks_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kvconfig._demo import DEMO_SECRETS, ROTATED_PASSWORD
+    from kvconfig._cli._demo import DEMO_SECRETS, ROTATED_PASSWORD
 
     scanner = Scanner()
     emulator = EmulatorProcess()
@@ -690,3 +695,154 @@ def test_no_value_leaks_from_the_sync_api_and_the_dropin(scanner: Scanner) -> No
     leaks = scanner.leaks()
     assert scanner.records > 5, "the loggers captured nothing"
     assert leaks == [], "\n".join(leaks[:10])
+
+
+RAISES_WITH_VALUE = """
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings
+
+class Settings(BaseSettings):
+    api_key: SecretStr
+
+    @field_validator("api_key")
+    @classmethod
+    def _check(cls, value: SecretStr) -> SecretStr:
+        # A user validator quoting the value in a non-ValueError: pydantic does not wrap it.
+        raise RuntimeError(f"rejected key {value.get_secret_value()}")
+"""
+
+
+def test_cli_prints_only_kvconfig_messages(
+    keyvault_emulator_sync: KeyVaultEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 9 item 3: any exception that is not kvconfig's own prints its type and "use
+    --debug", never its message (which may quote a value), at import time or while running."""
+    from kvconfig._cli import main
+
+    scanner = Scanner()
+    emu = keyvault_emulator_sync
+    emu.seed({"api-key": scanner.secret("api")})
+    (tmp_path / "raises_with_value.py").write_text(textwrap.dedent(RAISES_WITH_VALUE))
+    (tmp_path / "fails_at_import.py").write_text(
+        f"raise RuntimeError({scanner.secret('import')!r})\n"
+    )
+    (tmp_path / "loads_at_import.py").write_text(
+        "from pydantic_settings import BaseSettings\n"
+        "class Settings(BaseSettings):\n    port: int\nsettings = Settings()\n"
+    )
+    monkeypatch.setenv("PORT", scanner.secret("port"))  # pydantic quotes the bad input
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KVCONFIG_DEBUG", raising=False)
+    for name in [n for n in os.environ if n.startswith(("AZURE_", "MSI_"))]:
+        monkeypatch.delenv(name)
+    common = ["--vault-url", emu.vault_url, "--ca-file", str(emu.ca_file)]
+    statuses = {}
+    for module in ("raises_with_value", "fails_at_import", "loads_at_import"):
+        statuses[module] = main(["explain", f"{module}:Settings", *common])
+        out, err = capsys.readouterr()
+        scanner.add(f"cli {module} stdout", out)
+        scanner.add(f"cli {module} stderr", err)
+        assert "RuntimeError" in err or "ValidationError" in err, err
+        assert "--debug" in err and err.count("\n") == 1, err
+    assert statuses == {"raises_with_value": 1, "fails_at_import": 2, "loads_at_import": 2}
+    assert scanner.leaks() == []
+
+
+class ServiceSettings(BaseSettings):
+    api_key: SecretStr
+    port: int = 8080
+
+
+def test_no_value_leaks_from_the_fastapi_integration(
+    keyvault_emulator_sync: KeyVaultEmulator, scanner: Scanner
+) -> None:
+    """Startup, handlers' dependency repr, /health after an invalid rotation, shutdown logs."""
+    import time
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from kvconfig.integrations.fastapi import VaultSettings
+
+    emu = keyvault_emulator_sync
+    emu.seed({"api-key": scanner.secret("api"), "port": "8081"})
+    vault_settings = VaultSettings(
+        ServiceSettings,
+        vault_url=emu.vault_url,
+        credential=emu.credential,
+        ca_file=emu.ca_file,
+        interval=0.2,
+    )
+    app = FastAPI(lifespan=vault_settings.lifespan)
+    app.include_router(vault_settings.health_router())
+    with TestClient(app) as client:
+        scanner.add("fastapi health ok", client.get("/health").text)
+        emu.set_secret("port", scanner.secret("port"))  # invalid: keeps the last-known-good
+        deadline = time.monotonic() + 20
+        while client.get("/health").json()["failures"] < 2:
+            assert time.monotonic() < deadline, "did not hang"
+            time.sleep(0.05)
+        scanner.add("fastapi health failing", client.get("/health").text)
+        scanner.add(
+            "fastapi objects", vault_settings, vault_settings.live(), vault_settings.current()
+        )
+    scanner.add("fastapi health stopped", vault_settings.health_response().body.decode())
+    assert scanner.records > 0
+    assert scanner.leaks() == []
+
+
+async def test_no_value_leaks_into_telemetry(
+    keyvault_emulator: KeyVaultEmulator, scanner: Scanner
+) -> None:
+    """Every exported span and metric point, through a validation failure, a rejected rotation
+    and a 403, with secret names opted in."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from kvconfig.integrations.otel import configure
+
+    class Service(BaseSettings):
+        api_key: SecretStr
+        port: int = 8080
+
+    emu = keyvault_emulator
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    configure(
+        tracer_provider=tracer_provider, meter_provider=meter_provider, record_secret_names=True
+    )
+    try:
+        emu.seed({"api-key": scanner.secret("api"), "port": scanner.secret("port")})
+        async with make_vault(emu) as vault:
+            with pytest.raises(SettingsValidationError):
+                await vault.load(Service)
+        emu.set_secret("port", "8081")
+        async with make_vault(emu) as vault, vault.watch(Service, interval=3600) as live:
+            emu.set_secret("port", scanner.secret("rotated"))
+            with pytest.raises(SettingsValidationError):
+                await live.refresh()
+            metrics = reader.get_metrics_data()
+        async with make_vault(emu) as vault:
+            emu.faults.fail_next(1, status=403)
+            with pytest.raises(VaultPermissionError):
+                await vault.load(Service)
+    finally:
+        configure()
+        meter_provider.shutdown()
+        tracer_provider.shutdown()
+    spans = exporter.get_finished_spans()
+    assert {s.name for s in spans} == {"kvconfig.load", "kvconfig.refresh"}
+    for span in spans:
+        scanner.add(f"span {span.name}", span.to_json())
+    assert metrics is not None
+    scanner.add("metrics", metrics.to_json())
+    assert scanner.leaks() == []

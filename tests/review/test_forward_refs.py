@@ -21,7 +21,7 @@ async def test_forward_referenced_model_is_planned_field_by_field(
     assert settings.database.port == 5432
 
 
-def test_incomplete_class_is_a_configuration_error_and_not_cached(
+async def test_incomplete_class_is_a_configuration_error_and_not_cached(
     make_vault: VaultFactory,
 ) -> None:
     vault = make_vault()

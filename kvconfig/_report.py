@@ -1,37 +1,25 @@
-"""``kvconfig explain MODULE:CLASS --vault-url URL``: which secret feeds which field; will it load?
+"""What ``kvconfig explain`` and ``kvconfig demo`` show: the plan, what the vault holds and which
+source supplies each field, as plain data (no argparse, no terminal code).
 
-A pre-deployment check. For every field of the Settings class (nested fields included) it shows
-the secret name(s) the field maps to (the plan :meth:`kvconfig.KeyVault.load` uses), what the
-vault says about that secret (found / missing / disabled / expired / not yet valid), its version
-and update time, and which source would supply the value: pydantic-settings' own sources (init,
-environment, dotenv, secrets directory, defaults) are run in the class's precedence order, with
-the vault source where ``load()`` puts it. Name collisions and invalid names are reported, not
-raised. Values are read (one GET per planned secret, so the ``get`` permission suffices) but
-never shown.
-
-Exit status: 0 when ``load()`` would succeed, 1 when it would not (a required field has no
-value, a name collides or is invalid, a value does not validate) or the vault could not be read,
-2 for usage errors.
+For every field of the Settings class (nested fields included): the secret name(s) it maps to
+(the plan :meth:`kvconfig.KeyVault.load` uses), what the vault says about that secret (found /
+missing / disabled / expired / not yet valid), its version and update time, and which source
+would supply the value: pydantic-settings' own sources (init, environment, dotenv, secrets
+directory, defaults) are run in the class's precedence order, with the vault source where
+``load()`` puts it. Name collisions and invalid names are reported, not raised. Values are read
+but never put in the report.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import importlib
-import json
-import logging
 import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import ClientAuthenticationError
 from pydantic import ValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -45,50 +33,18 @@ from pydantic_settings.exceptions import SettingsError
 from pydantic_settings.sources import DefaultSettingsSource
 
 from kvconfig._build import insert_source as _insert_source
-from kvconfig._cli import UsageError
 from kvconfig._errors import (
     InvalidSecretNameError,
     SecretNameCollisionError,
     SettingsValidationError,
-    VaultAuthenticationError,
 )
 from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._names import PlannedSecret, SettingsPlan, is_valid_secret_name, plan_with_problems
 from kvconfig._redact import safe_errors
 from kvconfig._source import KeyVaultSettingsSource
-from kvconfig._table import Cell, Style, format_time, render_table, short_version
 from kvconfig._vault import KeyVault
 
-__all__ = [
-    "ExplainReport",
-    "FieldReport",
-    "Problem",
-    "add_parser",
-    "build_report",
-    "explain",
-    "import_settings_class",
-]
-
-_DESCRIPTION = """\
-Check a pydantic-settings class against a vault without printing any value. For every field:
-the secret name it maps to, what the vault holds (found, missing, disabled, expired), version
-and update time, and which source would supply the value (environment, dotenv, vault or the
-default). Name collisions and invalid names are reported. Exits 1 if KeyVault.load() would
-fail, so it can gate a deployment.
-"""
-
-_EPILOG = """\
-examples:
-  kvconfig explain myapp.settings:Settings --vault-url https://myvault.vault.azure.net
-  kvconfig explain myapp.settings:Settings --prefix prod- --json > report.json
-  kvconfig explain demo_settings:Settings --vault-url "$VAULT_URL"   (from examples/, with
-      the environment printed by `kvconfig emulator`)
-
-The credential is azure.identity's DefaultAzureCredential (environment variables, workload
-identity, managed identity, Azure CLI, ...). Each planned secret is read with one GET, so the
-"get" permission is enough; values are never printed.
-Exit status: 0 load() would succeed; 1 it would not, or the vault could not be read; 2 usage.
-"""
+__all__ = ["ExplainReport", "FieldReport", "Problem", "build_report", "explain", "format_time"]
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -556,214 +512,10 @@ def _validate(
     return []
 
 
-# -- the command ------------------------------------------------------------------------------
-
-
-def import_settings_class(spec: str) -> type[BaseSettings]:
-    """Import ``MODULE:CLASS`` (the current directory is importable, as for ``python -m``).
-
-    Raises:
-        UsageError: Malformed spec, import failure, no such class, or not a ``BaseSettings``.
-    """
-    module_name, sep, qualname = spec.partition(":")
-    if not sep or not module_name or not qualname:
-        raise UsageError(f"expected MODULE:CLASS (e.g. myapp.settings:Settings), got {spec!r}")
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"cannot import module {module_name!r}: {exc}") from exc
-    except Exception as exc:
-        raise UsageError(
-            f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    target: Any = module
-    for part in qualname.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise UsageError(f"module {module_name!r} has no attribute {qualname!r}") from None
-    if not (isinstance(target, type) and issubclass(target, BaseSettings)):
-        raise UsageError(f"{spec} is not a pydantic-settings BaseSettings subclass")
-    return target
-
-
-def add_parser(subparsers: Any) -> None:
-    """Register the ``explain`` sub-command on the ``kvconfig`` parser."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "explain",
-        help="show which secret feeds which field, and whether the class would load",
-        description=_DESCRIPTION,
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "settings",
-        metavar="MODULE:CLASS",
-        help="the Settings class, e.g. myapp.settings:Settings (the current directory is on "
-        "the import path)",
-    )
-    parser.add_argument(
-        "--vault-url",
-        default=os.environ.get("VAULT_URL"),
-        metavar="URL",
-        help="the vault, e.g. https://myvault.vault.azure.net (default: $VAULT_URL)",
-    )
-    parser.add_argument(
-        "--ca-file",
-        type=Path,
-        metavar="PATH",
-        help="PEM file of a private CA to trust instead of the system store (an emulator, a "
-        "TLS-inspecting proxy); SSL_CERT_FILE is honoured without it",
-    )
-    parser.add_argument(
-        "--prefix",
-        default="",
-        metavar="P",
-        help="the prefix given to KeyVault(prefix=...), prepended to field-derived names",
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON document instead of the table"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="give up when the vault stays unavailable this long (default 30)",
-    )
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of the sub-command."""
-    if not args.vault_url:
-        raise UsageError("--vault-url is required (or set VAULT_URL)")
-    settings_cls = import_settings_class(args.settings)
-    identity_logger = logging.getLogger("azure.identity")
-    level = identity_logger.level
-    if not getattr(args, "verbose", 0):
-        # DefaultAzureCredential logs a multi-line WARNING listing every credential it tried;
-        # the error below says what failed in one line, and -v shows the list.
-        identity_logger.setLevel(logging.ERROR)
-    try:
-        report = asyncio.run(_explain_with_default_credential(settings_cls, args))
-    except VaultAuthenticationError as exc:
-        cause = exc.__cause__
-        if not isinstance(cause, ClientAuthenticationError) or cause.response is not None:
-            raise
-        reason = (cause.message or "").strip().splitlines()[:1]
-        raise VaultAuthenticationError(
-            f"{exc}: {reason[0] if reason else 'no token'} (kvconfig -v explain ... lists each "
-            "credential DefaultAzureCredential tried)",
-            vault_url=exc.vault_url,
-            secret_name=exc.secret_name,
-        ) from cause
-    finally:
-        identity_logger.setLevel(level)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        print(render_report(report, Style.for_stream(sys.stdout)))
-    return 0 if report.ok else 1
-
-
-async def _explain_with_default_credential(
-    settings_cls: type[BaseSettings], args: argparse.Namespace
-) -> ExplainReport:
-    # Imported here: azure.identity is slow to import and only this command needs it.
-    from azure.identity.aio import DefaultAzureCredential
-
-    return await explain(
-        settings_cls,
-        vault_url=args.vault_url,
-        credential=DefaultAzureCredential(),
-        ca_file=args.ca_file,
-        prefix=args.prefix,
-        timeout=args.timeout,
-        name=args.settings,
-    )
-
-
-_STATUS_STYLE = {
-    "found": ("green",),
-    "missing": ("yellow",),
-    "disabled": ("red",),
-    "expired": ("red",),
-    "not-yet-valid": ("yellow",),
-    "not-requested": ("red",),
-    "invalid-value": ("red", "bold"),
-}
-
-
-def render_report(report: ExplainReport, style: Style) -> str:
-    """The human-readable report: header, field table, problems, verdict."""
-    prefix = repr(report.prefix) if report.prefix else "none"
-    lines = [
-        f"{style('Settings', 'bold')}  {report.settings}",
-        f"{style('Vault', 'bold')}     {report.vault_url}  (prefix: {prefix})",
-        f"{style('Sources', 'bold')}   {' > '.join(report.source_order)}  (first wins)",
-        f"{style('Read', 'bold')}      {len(report.fields)} fields, "
-        f"{report.requests} GET requests, {report.duration_ms:.0f} ms; values are never shown",
-        "",
-    ]
-    rows: list[list[str | Cell]] = []
-    for f in report.fields:
-        version = short_version(f.version)
-        if f.pinned_version:
-            version += " (pinned)"
-        rows.append(
-            [
-                f.field + ("" if f.required else " ?"),
-                _secret_cell(f),
-                Cell(f.status, _STATUS_STYLE.get(f.status, ())),
-                version,
-                format_time(f.updated),
-                _source_cell(f),
-            ]
-        )
-    headers = ["FIELD", "SECRET", "STATUS", "VERSION", "UPDATED", "SOURCE"]
-    lines.append(render_table(headers, rows, style))
-    lines.append(style("  (? = optional: has a default)", "dim"))
-    errors = [p for p in report.problems if p.severity == "error"]
-    warnings = [p for p in report.problems if p.severity == "warning"]
-    if report.problems:
-        lines.append("")
-        lines.append(style("Problems", "bold"))
-        lines.extend(f"  {style('✗', 'red')} {p.message}" for p in errors)
-        lines.extend(f"  {style('!', 'yellow')} {p.message}" for p in warnings)
-    lines.append("")
-    if report.ok:
-        lines.append(style(f"OK: KeyVault.load({report.settings}) would succeed.", "green"))
-    else:
-        count = len(errors)
-        lines.append(
-            style(
-                f"FAIL: KeyVault.load({report.settings}) would fail "
-                f"({count} problem{'s' if count != 1 else ''}).",
-                "red",
-                "bold",
-            )
-        )
-    return "\n".join(lines)
-
-
-def _secret_cell(report: FieldReport) -> Cell:
-    if report.name_problem is None:
-        return Cell(report.secret)
-    return Cell(f"{report.secret} ({report.name_problem}!)", ("red", "bold"))
-
-
-def _source_cell(report: FieldReport) -> Cell:
-    if report.winner is None:
-        return Cell("MISSING", ("red", "bold"))
-    text = report.winner
-    if report.env_var:
-        text += f" {report.env_var}"
-    shadowed = [s for s in report.sources[1:] if s in ("vault", "env", "dotenv")]
-    if shadowed and not report.nested:
-        text += f" (over {', '.join(shadowed)})"
-    elif report.nested and len(report.sources) > 1:
-        text = " + ".join(report.sources)
-    return Cell(text, ("cyan",) if report.winner == "vault" else ())
+def format_time(moment: datetime | None) -> str:
+    """A UTC time as ``2026-11-22 14:30:05Z``, or ``-``."""
+    if moment is None:
+        return "-"
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")

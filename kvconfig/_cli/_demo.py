@@ -27,10 +27,10 @@ from typing import Any, TextIO
 from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic_settings import BaseSettings
 
-from kvconfig._cli import UsageError
-from kvconfig._explain import FieldReport, build_report
+from kvconfig._cli._main import UsageError
+from kvconfig._cli._render import MASK, Cell, Style, render_table, short_version
 from kvconfig._refresh._events import ChangeEvent
-from kvconfig._table import MASK, Cell, Style, render_table, short_version
+from kvconfig._report import FieldReport, build_report
 from kvconfig._vault import KeyVault
 from kvconfig.emulator import KeyVaultEmulator
 
@@ -118,7 +118,7 @@ def load_demo_settings() -> type[BaseSettings]:
     A wheel ships the file as ``kvconfig/_demo_settings.py``; a source checkout has it under
     ``examples/``.
     """
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # the kvconfig package
     for path in (here / "_demo_settings.py", here.parent / "examples" / "demo_settings.py"):
         if path.is_file():
             module = _import_file("demo_settings", path)
