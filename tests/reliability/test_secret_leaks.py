@@ -299,6 +299,22 @@ async def test_no_value_leaks_from_several_vaults_and_references(
         )
         emu.delete_secret("queue", "legacy")
         await _expect(scanner, "multi missing", MissingSettingError, vault.load(MultiVault))
+    # kvconfig explain across the three vaults, a reference in the environment.
+    from kvconfig._cli._render import Style, render_report
+    from kvconfig._report import explain
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REFERENCED", ref)
+        report = await explain(
+            MultiVault,
+            vault_url=emu.vault_url,
+            credential=emu.credential(),
+            ca_file=emu.ca_file,
+            prefix=("stg-", ""),
+            vaults={"shared": shared},
+            fallback_vaults=[legacy],
+        )
+    scanner.add("multi explain", render_report(report, Style(False)), str(report.to_json()))
     leaks = scanner.leaks()
     assert scanner.records > 10, "the loggers captured nothing"
     assert leaks == [], "\n".join(leaks[:10])
