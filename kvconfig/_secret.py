@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-from kvconfig._client import vault_host
 from kvconfig._errors import ConfigurationError
 
 __all__ = ["Secret"]
@@ -57,7 +57,12 @@ class Secret:
         if self.vault is not None:
             vault = self.vault.strip().rstrip("/")
             if "://" in vault:
-                vault_host(vault)  # an https URL, or ConfigurationError
+                parts = urlsplit(vault)
+                if parts.scheme.lower() != "https" or not parts.hostname:
+                    raise ConfigurationError(
+                        f"Secret(vault={self.vault!r}) must be an absolute https vault URL or an "
+                        "alias"
+                    )
             elif not _ALIAS_RE.fullmatch(vault):
                 raise ConfigurationError(
                     f"Secret(vault={self.vault!r}) is neither an https vault URL nor an alias "
