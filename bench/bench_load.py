@@ -1,33 +1,48 @@
-"""Cold-load benchmark: kvconfig vs pydantic-settings' AzureKeyVaultSettingsSource vs the floor.
+"""Cold-load benchmark: kvconfig vs raw HTTP vs the SDK floor vs pydantic-settings' source.
 
-Runs ``kvconfig emulator --latency-ms 20`` as a separate process, fills a vault of N secrets,
-then times cold loads of a Settings class with K string fields, side by side in one run:
+For each latency (default 0 and 20 ms) runs ``kvconfig emulator --latency-ms L`` as a separate
+process, fills vaults of 100 and 1000 secrets, then times cold loads of K secrets (K in 10, 100,
+1000), contenders interleaved (rotated order) in one run:
+
+- **raw**: the physical floor. Raw aiohttp: one unauthenticated GET for the 401 challenge, one
+  token from the emulator's managed-identity endpoint, then the K GETs with a bearer token over
+  32 pooled connections (one SSL context), ``json.loads`` of each body. No SDK, no validation.
 
 - **kvconfig**: ``async with KeyVault(...) as vault: await vault.load(Settings)``;
 - **pydantic-settings**: its ``AzureKeyVaultSettingsSource`` (sync client, lists the vault, then
   one GET at a time), subclassed only to pass ``verify_challenge_resource=False``; the CA is
   trusted through ``REQUESTS_CA_BUNDLE`` as the emulator exports it;
-- **floor**: a hand-written priming ``get_secret`` plus ``asyncio.gather`` of the other K-1 on
-  one pooled aio ``SecretClient`` (own session, one SSL context, ``trust_env=False``), no
-  validation.
+- **sdk get_secret**: the SDK floor. A priming ``get_secret`` plus ``asyncio.gather`` of the
+  other K-1 on one aio ``SecretClient`` (own session limited to 32 connections, one SSL context,
+  ``trust_env=False``), no validation.
+- **sdk send_request**: the same, but each GET through ``client.send_request(HttpRequest(...))``
+  and ``json.loads`` instead of ``get_secret``'s model deserialisation.
+- **kvconfig, prototype**: kvconfig as it will be once the issue-15 pieces are wired into the
+  fetcher and the build: GETs through ``kvconfig._rawget.get_secret_raw`` and the build without
+  idle env/dotenv sources (``kvconfig._lean_sources``), patched in for its own runs only.
 
 Beside them, at K=100, kvconfig with several vaults (``--vault shared`` on the same emulator):
 
-- **two vaults, 70/30**: 70 fields in the primary vault, 30 pinned with
+- **kvconfig, two vaults (70/30)**: 70 fields in the primary vault, 30 pinned with
   ``Secret(vault="shared")``; each vault primes once, one ``max_concurrency`` for the load;
-- **30 via a fallback**: the primary lacks 30 of the secrets; ``fallback_vaults=["shared"]``
-  reads them there after the primary's 404 (one extra GET and one round trip for each);
-- **prefix chain, all after a 404**: ``prefix=("stg-", "")`` where no ``stg-`` secret exists,
-  so every field costs a 404 and a second GET (the worst case of a chain).
+- **kvconfig, 30 via a fallback vault**: the primary lacks 30 of the secrets;
+  ``fallback_vaults=["shared"]`` reads them there after the primary's 404 (one extra GET and one
+  round trip for each);
+- **kvconfig, prefix chain, all 100 after a 404**: ``prefix=("stg-", "")`` where no ``stg-``
+  secret exists, so every field costs a 404 and a second GET (the worst case of a chain).
 
 Every load is cold: a new credential (the emulator's managed-identity endpoint, through
-``azure.identity``), a new client and an empty challenge cache. Wall time is the median of the
-runs; CPU is ``time.process_time()`` of this (client) process per secret, median too.
+``azure.identity``; raw: one plain GET to it), a new client and an empty challenge cache. Wall
+time is the median of the runs; CPU is ``time.process_time()`` of this (client) process per
+secret, median too. Ratios are to the raw floor of the same case and run set.
 
 Run (needs the bench extra: ``.venv/bin/pip install -e '.[bench]'``)::
 
-    .venv/bin/python bench/bench_load.py            # K=100 of N=200, and K=1000 of N=1000
-    .venv/bin/python bench/bench_load.py --runs 9 --big-runs 3 --also-concurrency 16 32 128
+    .venv/bin/python bench/bench_load.py                      # 7 runs, pydantic-settings fewer
+    .venv/bin/python bench/bench_load.py --runs 9 --ks 100 1000 --latencies 0
+    .venv/bin/python bench/bench_load.py --runs 3 --ps-runs 1 --ps-big-runs 0   # quick look
+    .venv/bin/python bench/bench_load.py --ks 100 --latencies 20 --runs 11 --ps-runs 3 \
+        --skip "kvconfig, prototype" "sdk send_request"                # several vaults (issue 11)
 """
 
 from __future__ import annotations
@@ -35,6 +50,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import json
 import os
 import shlex
 import ssl
@@ -49,8 +65,10 @@ from typing import Annotated, Any
 
 import aiohttp
 from azure.core.pipeline.transport import AioHttpTransport
+from azure.core.rest import HttpRequest
 from azure.identity import ManagedIdentityCredential as SyncManagedIdentityCredential
 from azure.identity.aio import ManagedIdentityCredential
+from azure.keyvault.secrets import ApiVersion
 from azure.keyvault.secrets import SecretClient as SyncSecretClient
 from azure.keyvault.secrets._shared import HttpChallengeCache
 from azure.keyvault.secrets.aio import SecretClient
@@ -58,6 +76,10 @@ from pydantic import create_model
 from pydantic_settings import AzureKeyVaultSettingsSource, BaseSettings, PydanticBaseSettingsSource
 
 from kvconfig import KeyVault, Secret
+from kvconfig import _vault as kv_vault
+from kvconfig._client import build_clients
+from kvconfig._lean_sources import drop_idle_sources
+from kvconfig._rawget import RawSecret, RawSecretReader
 
 # -- the emulator process ---------------------------------------------------------------------
 
@@ -196,11 +218,49 @@ async def load_kvconfig(
     assert len(settings.model_fields_set) == len(settings_cls.model_fields)
 
 
-async def load_floor(url: str, ca_file: str, names: list[str]) -> None:
+API_VERSION = ApiVersion.V2026_04_01.value
+POOL = 32  # connections: kvconfig's default max_concurrency, used by every async contender
+
+
+def _session(ca_file: str) -> aiohttp.ClientSession:
     context = ssl.create_default_context(cafile=ca_file)
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=context), trust_env=False, auto_decompress=False
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=context, limit=POOL),
+        trust_env=False,
+        auto_decompress=False,
     )
+
+
+async def load_raw(url: str, ca_file: str, names: list[str]) -> None:
+    """The physical floor: the same HTTP work as kvconfig, with nothing but aiohttp."""
+    async with _session(ca_file) as session:
+        first = f"{url}/secrets/{names[0]}?api-version={API_VERSION}"
+        async with session.get(first) as challenge:
+            await challenge.read()
+            assert challenge.status == 401
+            www = challenge.headers["WWW-Authenticate"]
+        resource = www.split('resource="', 1)[1].split('"', 1)[0]
+        async with session.get(
+            os.environ["IDENTITY_ENDPOINT"],
+            params={"api-version": "2019-08-01", "resource": resource},
+            headers={"X-IDENTITY-HEADER": os.environ["IDENTITY_HEADER"]},
+        ) as response:
+            token = json.loads(await response.read())["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+
+        async def get(name: str) -> str:
+            async with session.get(
+                f"{url}/secrets/{name}?api-version={API_VERSION}", headers=headers
+            ) as response:
+                value: str = json.loads(await response.read())["value"]
+                return value
+
+        values = await asyncio.gather(*(get(n) for n in names))
+    assert len(values) == len(names) and all(values)
+
+
+async def load_floor(url: str, ca_file: str, names: list[str]) -> None:
+    session = _session(ca_file)
     credential = ManagedIdentityCredential()
     client = SecretClient(
         url,
@@ -216,6 +276,93 @@ async def load_floor(url: str, ca_file: str, names: list[str]) -> None:
         await client.close()
         await session.close()
         await credential.close()
+
+
+async def load_send_request(url: str, ca_file: str, names: list[str]) -> None:
+    """The SDK floor with each GET through ``send_request`` + ``json.loads`` (no models)."""
+    session = _session(ca_file)
+    credential = ManagedIdentityCredential()
+    client = SecretClient(
+        url,
+        credential,
+        verify_challenge_resource=False,
+        transport=AioHttpTransport(session=session, session_owner=False),
+    )
+
+    async def get(name: str) -> str:
+        response = await client.send_request(
+            HttpRequest("GET", f"{url}/secrets/{name}?api-version={API_VERSION}")
+        )
+        response.raise_for_status()
+        value: str = json.loads(response.content)["value"]
+        return value
+
+    try:
+        first = await get(names[0])
+        rest = await asyncio.gather(*(get(n) for n in names[1:]))
+        assert first and len(rest) == len(names) - 1
+    finally:
+        await client.close()
+        await session.close()
+        await credential.close()
+
+
+# -- the integration prototype (issue 15): raw GETs and idle sources left out ------------------
+
+
+class _RawProps:
+    """What kvconfig's fetcher reads from ``KeyVaultSecret.properties``, from a RawSecret."""
+
+    def __init__(self, raw: RawSecret) -> None:
+        self.version = raw.version
+        self.enabled = raw.enabled
+        self.content_type = raw.content_type
+        self.created_on = raw.created
+        self.updated_on = raw.updated
+        self.expires_on = raw.expires_on
+        self.not_before = raw.not_before
+
+
+class _RawBundle:
+    def __init__(self, raw: RawSecret) -> None:
+        self.value = raw.value
+        self.properties = _RawProps(raw)
+
+
+def _raw_client(*args: Any, **kwargs: Any) -> SecretClient:
+    """kvconfig's client, with ``get_secret`` going through its ``RawSecretReader``."""
+    clients = build_clients(*args, **kwargs)
+    client, reader = clients.secrets, clients.reader
+    if os.environ.get("BENCH_VIA_SEND_REQUEST"):
+        reader = RawSecretReader(client)
+
+    async def get_secret(name: str, version: str | None = None, **options: Any) -> Any:
+        return _RawBundle(await reader.get(name, version, **options))
+
+    client.get_secret = get_secret  # type: ignore[method-assign]
+    return client
+
+
+def prototype_settings(names: list[str]) -> type[BaseSettings]:
+    base = kvconfig_settings(names)
+
+    class Lean(base):  # type: ignore[misc,valid-type]
+        @classmethod
+        def _settings_init_sources(cls, **kwargs: Any) -> Any:
+            sources, rest = super()._settings_init_sources(**kwargs)
+            return drop_idle_sources(sources), rest
+
+    return Lean
+
+
+async def load_prototype(url: str, ca_file: str, settings_cls: type[BaseSettings]) -> None:
+    """kvconfig as it would be after integration; patches only for the duration of the load."""
+    original = kv_vault.build_secret_client
+    kv_vault.build_secret_client = _raw_client  # type: ignore[assignment]
+    try:
+        await load_kvconfig(url, ca_file, settings_cls, None)
+    finally:
+        kv_vault.build_secret_client = original
 
 
 def load_pydantic_settings(url: str, settings_cls: type[BaseSettings]) -> None:
@@ -245,33 +392,36 @@ async def timed(samples: Samples, run: Callable[[], Awaitable[None]]) -> None:
     samples.cpu_ms.append((time.process_time() - cpu0) * 1000)
 
 
-def kv_runner(
-    url: str, ca_file: str, cls: type[BaseSettings], mc: int | None
-) -> Callable[[], Awaitable[None]]:
-    return lambda: load_kvconfig(url, ca_file, cls, mc)
-
+CONTENDERS = [
+    "raw",
+    "kvconfig",
+    "kvconfig, prototype",
+    "sdk get_secret",
+    "sdk send_request",
+    "pydantic-settings",
+    "kvconfig, two vaults (70/30)",
+    "kvconfig, 30 via a fallback vault",
+    "kvconfig, prefix chain, all 100 after a 404",
+]
 
 Runner = Callable[[], Awaitable[None]]
 
 
 def several_vault_runners(
-    url: str, ca_file: str, names: list[str], shared: str, fallback_names: list[str]
+    url: str, ca_file: str, names: list[str], shared: str, only_shared: list[str]
 ) -> dict[str, Runner]:
-    """The several-vault contenders of a K-field case (see the module docstring)."""
-    k = len(names)
-    split = k * 7 // 10
-    two = two_vault_settings(names[:split], names[split:])
-    fallback = kvconfig_settings(names[:split] + fallback_names[: k - split])
+    """The several-vault contenders of the K=100 case (see the module docstring)."""
+    two = two_vault_settings(names[:70], names[70:])
+    fallback = kvconfig_settings(names[:70] + only_shared[:30])
     plain = kvconfig_settings(names)
-    aliases = {"vaults": {"shared": shared}}
     return {
-        f"kvconfig, two vaults ({split}/{k - split})": lambda: load_kvconfig(
-            url, ca_file, two, None, **aliases
+        "kvconfig, two vaults (70/30)": lambda: load_kvconfig(
+            url, ca_file, two, None, vaults={"shared": shared}
         ),
-        f"kvconfig, {k - split} via a fallback vault": lambda: load_kvconfig(
+        "kvconfig, 30 via a fallback vault": lambda: load_kvconfig(
             url, ca_file, fallback, None, fallback_vaults=[shared]
         ),
-        f"kvconfig, prefix chain, all {k} after a 404": lambda: load_kvconfig(
+        "kvconfig, prefix chain, all 100 after a 404": lambda: load_kvconfig(
             url, ca_file, plain, None, prefix=("stg-", "")
         ),
     }
@@ -283,70 +433,68 @@ async def bench_case(
     names: list[str],
     runs: int,
     ps_runs: int,
-    variants: list[int],
+    skip: set[str],
     extra: dict[str, Runner] | None = None,
 ) -> dict[str, Samples]:
     kv_cls = kvconfig_settings(names)
+    proto_cls = prototype_settings(names)
     ps_cls = pydantic_settings_class(names)
-    extra = extra or {}
-    results = {"kvconfig": Samples(), "floor": Samples(), "pydantic-settings": Samples()}
-    results.update({f"kvconfig, max_concurrency={mc}": Samples() for mc in variants})
-    results.update({name: Samples() for name in extra})
+    runners: dict[str, Callable[[], Awaitable[None]]] = {
+        "raw": lambda: load_raw(url, ca_file, names),
+        "kvconfig": lambda: load_kvconfig(url, ca_file, kv_cls, None),
+        "kvconfig, prototype": lambda: load_prototype(url, ca_file, proto_cls),
+        "sdk get_secret": lambda: load_floor(url, ca_file, names),
+        "sdk send_request": lambda: load_send_request(url, ca_file, names),
+    }
 
     async def ps() -> None:
         load_pydantic_settings(url, ps_cls)  # sync, as users call it
 
-    # One warm-up of each (imports, first TLS context), not recorded.
-    await load_kvconfig(url, ca_file, kv_cls, None)
-    await load_floor(url, ca_file, names)
-    for run in extra.values():
-        await run()
+    runners["pydantic-settings"] = ps
+    runners.update(extra or {})
+    runners = {k: v for k, v in runners.items() if k not in skip}
+    results = {name: Samples() for name in runners}
+    # One warm-up of each async contender (imports, first TLS context), not recorded.
+    for name, run in runners.items():
+        if name != "pydantic-settings":
+            await run()
     for i in range(runs):
         order = [
-            ("kvconfig", kv_runner(url, ca_file, kv_cls, None)),
-            ("floor", lambda: load_floor(url, ca_file, names)),
+            (name, run)
+            for name, run in runners.items()
+            if name != "pydantic-settings" or i < ps_runs
         ]
-        order += [
-            (f"kvconfig, max_concurrency={mc}", kv_runner(url, ca_file, kv_cls, mc))
-            for mc in variants
-        ]
-        order += list(extra.items())
-        if i < ps_runs:
-            order.append(("pydantic-settings", ps))
         order = order[i % len(order) :] + order[: i % len(order)]  # rotate to spread noise
         for name, run in order:
             await timed(results[name], run)
     return results
 
 
-def table_rows(k: int, n: int, results: dict[str, Samples]) -> list[str]:
-    kv = statistics.median(results["kvconfig"].wall_ms)
+def table_rows(latency: float, k: int, results: dict[str, Samples]) -> list[str]:
+    raw_wall = statistics.median(results["raw"].wall_ms)
+    raw_cpu = statistics.median(results["raw"].cpu_ms)
     rows = []
     for name, s in results.items():
         if not s.wall_ms:
             continue
         wall = statistics.median(s.wall_ms)
-        cpu = statistics.median(s.cpu_ms) / k
+        cpu = statistics.median(s.cpu_ms)
         rows.append(
-            f"| {k} | {n} | {name} | {len(s.wall_ms)} | {wall:,.0f} | {cpu:.2f} | "
-            f"{wall / kv:.2f}x |"
+            f"| {k} | {latency:g} | {name} | {len(s.wall_ms)} | {wall:,.0f} | {cpu / k:.3f} | "
+            f"{cpu / raw_cpu:.2f}x | {wall / raw_wall:.2f}x |"
         )
     return rows
 
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--latency-ms", type=float, default=20)
-    parser.add_argument("--runs", type=int, default=7, help="runs per contender (K=100)")
-    parser.add_argument("--big-runs", type=int, default=5, help="runs for K=1000 (0: skip)")
-    parser.add_argument("--ps-big-runs", type=int, default=2, help="pydantic-settings, K=1000")
+    parser.add_argument("--latencies", type=float, nargs="+", default=[0, 20], metavar="MS")
+    parser.add_argument("--ks", type=int, nargs="+", default=[10, 100, 1000], metavar="K")
+    parser.add_argument("--runs", type=int, default=7, help="interleaved runs per contender")
+    parser.add_argument("--ps-runs", type=int, default=3, help="pydantic-settings, K <= 100")
+    parser.add_argument("--ps-big-runs", type=int, default=1, help="pydantic-settings, K=1000")
     parser.add_argument(
-        "--also-concurrency",
-        type=int,
-        nargs="*",
-        default=[],
-        metavar="N",
-        help="also time kvconfig with these max_concurrency values (default: the library's)",
+        "--skip", nargs="*", default=[], choices=CONTENDERS, help="contenders to leave out"
     )
     parser.add_argument(
         "--chart",
@@ -355,76 +503,86 @@ async def main() -> int:
         help="also draw the medians as a bar chart (needs matplotlib, in the bench extra)",
     )
     args = parser.parse_args()
+    skip = set(args.skip)
 
-    proc, exports = start_emulator(args.latency_ms)
-    try:
-        for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "REQUESTS_CA_BUNDLE"):
-            os.environ[key] = exports[key]
-        ca_file = exports["REQUESTS_CA_BUNDLE"]
-        small = await seed(exports["VAULT_URL"], ca_file, 200)
-        shared = exports["VAULT_URL_SHARED"]
-        # The pinned 30 of the two-vault class, and 30 the primary vault does not have.
-        await seed(shared, ca_file, 100)
-        only_shared = await seed(shared, ca_file, 30, stem="f")
-        several = several_vault_runners(
-            exports["VAULT_URL"], ca_file, small[:100], shared, only_shared
-        )
-        cases = [(exports["VAULT_URL"], small[:100], 200, args.runs, args.runs, several)]
-        if args.big_runs:
-            big = await seed(exports["VAULT_URL_BIG"], ca_file, 1000)
-            cases.append((exports["VAULT_URL_BIG"], big, 1000, args.big_runs, args.ps_big_runs, {}))
-        rows = []
-        measured: list[tuple[int, int, dict[str, Samples]]] = []
-        for url, names, n, runs, ps_runs, extra in cases:
-            results = await bench_case(
-                url, ca_file, names, runs, ps_runs, args.also_concurrency, extra
-            )
-            rows += table_rows(len(names), n, results)
-            measured.append((len(names), n, results))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    rows = []
+    measured: list[tuple[float, int, dict[str, Samples]]] = []
+    loads: list[float] = []
+    for latency in args.latencies:
+        proc, exports = start_emulator(latency)
+        try:
+            for key in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "REQUESTS_CA_BUNDLE"):
+                os.environ[key] = exports[key]
+            ca_file = exports["REQUESTS_CA_BUNDLE"]
+            small_url, big_url = exports["VAULT_URL"], exports["VAULT_URL_BIG"]
+            small = await seed(small_url, ca_file, 100) if min(args.ks) <= 100 else []
+            big = await seed(big_url, ca_file, 1000) if max(args.ks) > 100 else []
+            several: dict[str, Runner] = {}
+            if 100 in args.ks:
+                # The 30 pinned of the two-vault class, and 30 the primary vault does not have.
+                shared = exports["VAULT_URL_SHARED"]
+                await seed(shared, ca_file, 100)
+                only_shared = await seed(shared, ca_file, 30, stem="f")
+                several = several_vault_runners(small_url, ca_file, small, shared, only_shared)
+                several = {k: v for k, v in several.items() if k not in skip}
+            for k in args.ks:
+                url, names = (small_url, small[:k]) if k <= 100 else (big_url, big[:k])
+                ps_runs = args.ps_runs if k <= 100 else args.ps_big_runs
+                loads.append(os.getloadavg()[0])
+                extra = several if k == 100 else None
+                results = await bench_case(url, ca_file, names, args.runs, ps_runs, skip, extra)
+                rows += table_rows(latency, k, results)
+                measured.append((latency, k, results))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
     default_mc = inspect.signature(KeyVault).parameters["max_concurrency"].default
     print(
-        f"Cold load, emulator latency {args.latency_ms:g} ms, kvconfig default max_concurrency="
-        f"{default_mc}, {os.cpu_count()} CPUs\n"
+        f"Cold load, kvconfig default max_concurrency={default_mc}, {POOL} connections for the "
+        f"others, {os.cpu_count()} CPUs, load average {min(loads):.1f}-{max(loads):.1f}\n"
     )
     print(
-        "| K fields | N in vault | loader | runs | median wall ms | CPU ms/secret | vs kvconfig |"
+        "| K | latency ms | loader | runs | median wall ms | CPU ms/secret | CPU vs raw "
+        "| wall vs raw |"
     )
-    print("|---:|---:|---|---:|---:|---:|---:|")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     if args.chart is not None:
-        draw_chart(args.chart, measured, args.latency_ms)
+        draw_chart(args.chart, measured)
         print(f"\nchart: {args.chart}")
     return 0
 
 
-def draw_chart(
-    path: Path, measured: list[tuple[int, int, dict[str, Samples]]], latency: float
-) -> None:
+def draw_chart(path: Path, measured: list[tuple[float, int, dict[str, Samples]]]) -> None:
     """Median wall time per loader and case, log scale: the README's picture of the table."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
-    loaders = ["kvconfig", "floor", "pydantic-settings"]
-    colours = {"kvconfig": "#2b7bba", "floor": "#9bbbd4", "pydantic-settings": "#d95f02"}
+    measured = [m for m in measured if m[1] >= 100]
+    loaders = ["raw", "kvconfig, prototype", "kvconfig", "sdk get_secret", "pydantic-settings"]
+    colours = {
+        "raw": "#888888",
+        "kvconfig, prototype": "#1a4f80",
+        "kvconfig": "#2b7bba",
+        "sdk get_secret": "#9bbbd4",
+        "pydantic-settings": "#d95f02",
+    }
     fig, axes = plt.subplots(1, len(measured), figsize=(4.2 * len(measured), 3.2), squeeze=False)
-    for ax, (k, n, results) in zip(axes[0], measured, strict=True):
-        names = [name for name in loaders if results[name].wall_ms]
+    for ax, (latency, k, results) in zip(axes[0], measured, strict=True):
+        names = [name for name in loaders if name in results and results[name].wall_ms]
         medians = [statistics.median(results[name].wall_ms) for name in names]
         bars = ax.barh(names, medians, color=[colours[name] for name in names])
         ax.set_xscale("log")
         ax.invert_yaxis()
-        ax.set_title(f"cold load, K={k} fields, N={n} in vault", fontsize=10)
+        ax.set_title(f"cold load, K={k}, {latency:g} ms latency", fontsize=10)
         ax.set_xlabel("median wall time, ms (log scale)")
         for bar, value in zip(bars, medians, strict=True):
             ax.text(value, bar.get_y() + bar.get_height() / 2, f" {value:,.0f} ms", va="center")
         ax.set_xlim(left=10, right=max(medians) * 6)  # a common origin keeps bars comparable
-    fig.suptitle(f"Emulator in its own process, {latency:g} ms latency per request", fontsize=10)
+    fig.suptitle("Emulator in its own process", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

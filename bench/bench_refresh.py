@@ -7,7 +7,8 @@
    (here ``KeyVault(ttl=0).load()``: the same concurrent fetch and validation, K GETs). Every
    request pays ``--latency-ms`` of injected latency. Before each run the clock moves to a new
    second, so every secret is *settled* (``updated`` counts whole seconds, see
-   ``kvconfig._changes``). A rotated secret is read once more by the first list pass at least a
+   ``kvconfig._refresh._detect``). A rotated secret is read once more by the first list pass at
+   least a
    second after its rotation (to rule out a second rotation within that second); that settling
    refresh is not part of the "one rotated" figures.
 2. **Fleet**: R watchers (simulated replicas in this process, each its own ``KeyVault``, session

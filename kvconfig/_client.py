@@ -4,17 +4,25 @@ Why not the SDK defaults (see the service reference, section 11):
 
 - ``connection_verify="ca.pem"`` builds an SSL context per request and defeats connection
   pooling (~4 ms CPU and a TLS handshake per call); one context on the connector does not.
-- ``trust_env=True`` costs ~1 ms CPU per request (netrc and proxy lookups); off unless asked.
-- The SDK's retry policy is disabled (``retry_total=0``): kvconfig retries itself, so there is
-  exactly one retry policy with one deadline.
+- ``trust_env=True`` costs ~1 ms CPU per request (netrc and proxy lookups): on only when asked
+  or when a proxy variable (``HTTPS_PROXY``, ``ALL_PROXY``) is set, so a proxy is never ignored.
+- A trimmed pipeline: user agent and Key Vault's challenge authentication, nothing else.
+  kvconfig retries itself (one retry policy, one deadline), Key Vault does not redirect, and
+  kvconfig logs without values; the SDK's request ids (``uuid1``), header/body logging,
+  distributed tracing, redirect and retry policies and its second JSON parse of every body
+  (``ContentDecodePolicy``; the SDK's operations call ``response.json()`` themselves) cost CPU
+  on every request and do nothing for kvconfig. See :func:`pipeline_policies`.
+- The system SSL context is built per :class:`~kvconfig.KeyVault`, not cached for the process:
+  ``SSL_CERT_FILE``/``SSL_CERT_DIR`` set after the first vault still take effect.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
+import os
 import ssl
+from dataclasses import dataclass
 from os import PathLike
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -22,17 +30,24 @@ from urllib.parse import urlsplit
 import aiohttp
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 from azure.core.credentials_async import AsyncSupportsTokenInfo, AsyncTokenCredential
+from azure.core.pipeline.policies import AsyncHTTPPolicy, SansIOHTTPPolicy, UserAgentPolicy
 from azure.core.pipeline.transport import AioHttpTransport
+from azure.keyvault.secrets import __version__ as _SDK_VERSION
 from azure.keyvault.secrets.aio import SecretClient
 
 from kvconfig._errors import ConfigurationError
+from kvconfig._rawget import RawSecretReader
 
 __all__ = [
     "SignallingCredential",
+    "VaultClients",
+    "build_clients",
     "build_secret_client",
     "build_session",
     "build_ssl_context",
     "is_loopback",
+    "pipeline_policies",
+    "proxy_configured",
     "signalling",
     "vault_host",
 ]
@@ -64,19 +79,24 @@ def build_ssl_context(ca_file: str | PathLike[str] | None) -> ssl.SSLContext:
 
     A ``ca_file`` *replaces* the system store, as ``requests``' ``verify=`` does: it is meant for
     the emulator or a TLS-inspecting proxy, which present only certificates of that CA.
+
+    Without ``ca_file`` the system store is loaded afresh (a few ms, once per vault): not cached
+    for the process, so ``SSL_CERT_FILE`` set later is honoured (OpenSSL reads it at load time).
     """
     if ca_file is None:
-        return _system_context()
+        return ssl.create_default_context()
     try:
         return ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigurationError(f"cannot load CA file {str(ca_file)!r}: {exc}") from exc
 
 
-@functools.cache
-def _system_context() -> ssl.SSLContext:
-    # Loading the system store costs milliseconds; a client context is safe to share.
-    return ssl.create_default_context()
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def proxy_configured() -> bool:
+    """Whether a proxy variable that applies to https URLs is set (read now, not cached)."""
+    return any(os.environ.get(name) for name in _PROXY_VARIABLES)
 
 
 def build_session(
@@ -84,13 +104,17 @@ def build_session(
 ) -> aiohttp.ClientSession:
     """The one pooled session every request of a :class:`~kvconfig.KeyVault` goes through.
 
+    aiohttp honours the proxy variables (and ``NO_PROXY``) only with ``trust_env``, which costs
+    lookups on every request; it is switched on when asked or when a proxy variable is set, so
+    ``HTTPS_PROXY`` is never silently ignored and an unproxied process pays nothing.
+
     Must be called with a running event loop.
     """
     connector = aiohttp.TCPConnector(ssl=ssl_context, limit=limit)
     # auto_decompress=False and a dummy cookie jar mirror azure-core's own default session.
     return aiohttp.ClientSession(
         connector=connector,
-        trust_env=trust_env,
+        trust_env=trust_env or proxy_configured(),
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
     )
@@ -150,20 +174,108 @@ def build_secret_client(
     trust_env: bool,
     api_version: str | None = None,
 ) -> SecretClient:
-    """An aio ``SecretClient`` over ``session`` with the SDK's retries off.
+    """An aio ``SecretClient`` over ``session`` with the trimmed :func:`pipeline_policies`.
 
     ``verify_challenge_resource`` is relaxed only for loopback hosts, where it can never pass
     (the resource must be a parent domain of the vault host).
     """
+    return build_clients(
+        vault_url, credential, session, trust_env=trust_env, api_version=api_version
+    ).secrets
+
+
+@dataclass(frozen=True, slots=True)
+class VaultClients:
+    """The SDK client (list pages, anything else) and the raw GET reader of one vault.
+
+    Both share one policy list (one challenge, one cached token) and one session. Close
+    ``reader`` then ``secrets``; neither closes the session.
+    """
+
+    secrets: SecretClient
+    reader: RawSecretReader
+
+    async def close(self) -> None:
+        await self.reader.close()
+        await self.secrets.close()
+
+
+def build_clients(
+    vault_url: str,
+    credential: AsyncTokenCredential | SignallingCredential,
+    session: aiohttp.ClientSession,
+    *,
+    trust_env: bool,
+    api_version: str | None = None,
+) -> VaultClients:
+    """:func:`build_secret_client` plus a :class:`RawSecretReader` on the same policies."""
+    verify = not is_loopback(vault_host(vault_url))
     kwargs: dict[str, Any] = {}
     if api_version is not None:
         kwargs["api_version"] = api_version
-    return SecretClient(
+    policies = pipeline_policies(credential, verify_challenge_resource=verify)
+    if policies is not None:
+        kwargs["policies"] = policies
+    # One transport for both pipelines: azure-core chains a policy to its successor through the
+    # policy instance (`policy.next`), so the shared challenge policy must lead to the same
+    # transport whichever pipeline was built last.
+    transport = AioHttpTransport(session=session, session_owner=False)
+    client = SecretClient(
         vault_url=vault_url,
         credential=credential,
-        transport=AioHttpTransport(session=session, session_owner=False),
-        verify_challenge_resource=not is_loopback(vault_host(vault_url)),
+        transport=transport,
+        verify_challenge_resource=verify,
         use_env_settings=trust_env,
         retry_total=0,
         **kwargs,
     )
+    reader = RawSecretReader(client, policies=policies, transport=transport, session=session)
+    return VaultClients(client, reader)
+
+
+# -- the trimmed pipeline ------------------------------------------------------------------------
+#
+# Key Vault's challenge protocol (401 challenge, scope and tenant from the challenge, resource
+# verification, CAE claims challenges, token caching and refresh, the shared challenge cache)
+# lives in the SDK's AsyncChallengeAuthPolicy, which only a private module exports. Rather than
+# re-implement ~300 lines of security-sensitive protocol, kvconfig reuses it, isolated here:
+# - only for SDK versions this code was tested against (_TRIMMED_SDK_VERSIONS); any other
+#   version, or a failed import, falls back to the SDK's own full pipeline (slower, same
+#   behaviour), so an SDK upgrade can cost speed but never correctness;
+# - tests/core/test_client.py runs it against the real package and the emulator (challenge,
+#   cached token, claims challenge, errors, Retry-After, timeouts).
+_TRIMMED_SDK_VERSIONS = ((4, 12), (4, 13))  # [low, high)
+
+
+def _sdk_version_tested(version: str) -> bool:
+    try:
+        major_minor = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return False
+    low, high = _TRIMMED_SDK_VERSIONS
+    return low <= major_minor < high
+
+
+def pipeline_policies(
+    credential: AsyncTokenCredential | SignallingCredential,
+    *,
+    verify_challenge_resource: bool,
+    sdk_version: str = _SDK_VERSION,
+) -> list[AsyncHTTPPolicy[Any, Any] | SansIOHTTPPolicy[Any, Any]] | None:
+    """The policies kvconfig's ``SecretClient`` runs: user agent, then challenge auth.
+
+    ``None`` means "use the SDK's default pipeline": the installed SDK is outside the tested
+    range or no longer has the challenge policy where this version expects it.
+    """
+    if not _sdk_version_tested(sdk_version):
+        return None
+    try:
+        from azure.keyvault.secrets._shared.async_challenge_auth_policy import (
+            AsyncChallengeAuthPolicy,
+        )
+    except ImportError:
+        return None
+    return [
+        UserAgentPolicy(sdk_moniker=f"keyvault-secrets/{_SDK_VERSION}"),
+        AsyncChallengeAuthPolicy(credential, verify_challenge_resource=verify_challenge_resource),
+    ]

@@ -17,6 +17,7 @@ a kvconfig error: a ``DecodeError``'s message holds the response body, i.e. the 
 from __future__ import annotations
 
 import enum
+import json
 import ssl
 import time
 from dataclasses import dataclass
@@ -83,6 +84,10 @@ def classify(exc: BaseException, *, vault_url: str, secret_name: str) -> Classif
     if isinstance(exc, DecodeError) and not isinstance(exc, IncompleteReadError):
         status = exc.status_code
         return Classified(Outcome.TRANSIENT, f"{MALFORMED} ({status})" if status else MALFORMED)
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+        # The same, without azure-core's content-decode policy in the pipeline: the SDK's
+        # deserialiser parses the body itself (a 2xx whose body is not JSON).
+        return Classified(Outcome.TRANSIENT, MALFORMED)
     if isinstance(exc, HttpResponseError) and exc.status_code is not None:
         return _classify_status(exc, exc.status_code, vault_url=vault_url, secret_name=secret_name)
     if isinstance(exc, ClientAuthenticationError):

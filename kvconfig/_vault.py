@@ -1,22 +1,29 @@
 """``KeyVault``: loads Settings classes from a vault (and its aliased and fallback vaults).
 
-Internals (for code building on this module, e.g. refresh):
+Internals (for code building on this module, e.g. refresh, the drop-in source):
 
-- ``KeyVault._fetcher`` (:class:`kvconfig._fetch.SecretFetcher`) owns the client calls, the retry
-  policy, priming, single-flight and the :class:`~kvconfig._fetch.SecretCache`
-  (``KeyVault._fetcher.cache``). ``await fetcher.fetch(refs, max_age=0)`` re-reads bypassing the
-  cache; results are :class:`~kvconfig._fetch.FetchedSecret` keyed by ``SecretRef.key``.
+- :class:`VaultLink` is the contract a refresher drives a vault through: ``fetcher()``,
+  ``client()``, ``load()`` (the one load path), ``build()``, ``closed``. ``LiveSettings`` uses
+  nothing else.
+- ``KeyVault._open()`` returns the :class:`kvconfig._fetch.SecretFetcher`, which owns the client
+  calls, priming, single-flight and the :class:`~kvconfig._cache.SecretCache`
+  (``fetcher.cache``). ``await fetcher.fetch(refs, max_age=0)`` re-reads bypassing the cache;
+  results are :class:`~kvconfig._model.FetchedSecret` keyed by ``SecretRef.key``. Retries
+  follow :class:`kvconfig._retry.RetryPolicy` (``KeyVault.retry_policy``).
 - :func:`kvconfig._names.plan_settings` maps a Settings class to its
-  :class:`~kvconfig._names.SettingsPlan` (cached); ``plan.refs`` is what to fetch.
-- :meth:`KeyVault._build` turns a plan plus fetched secrets into a validated Settings instance
-  (pydantic-settings precedence, kvconfig errors); it does no I/O.
+  :class:`~kvconfig._names.SettingsPlan` (cached); :func:`kvconfig._build.needed_plan` drops
+  what a higher-priority source supplies; ``plan.refs`` is what to fetch.
+- :func:`kvconfig._build.build_settings` turns a plan plus fetched secrets into a validated
+  Settings instance (pydantic-settings precedence, kvconfig errors); it does no I/O.
 - Several vaults (:mod:`kvconfig._routing`): ``KeyVault._pool`` holds one client, session and
   fetcher per vault; ``KeyVault._fetcher``/``_client`` are the primary vault's. ``plan()``
   returns the *routed* plan (each planned secret's ``vaults`` filled in); loads read every
   planned secret along its chain of (vault, name) candidates with
-  :func:`kvconfig._routing.read_chains`, Key Vault references in the same rounds.
+  :func:`kvconfig._routing.read_chains`, Key Vault references in the same rounds;
+  ``VaultLink.pool()`` gives a refresher every vault's fetcher and client.
 - Everything is created lazily on first use inside the running loop (``_open()``), so a
-  ``KeyVault`` can be constructed anywhere.
+  ``KeyVault`` can be constructed anywhere; when that loop shuts down, its session is closed and
+  the next loop gets new ones (the cache is kept).
 """
 
 from __future__ import annotations
@@ -121,7 +128,8 @@ class KeyVault:
             :class:`~kvconfig.VaultUnavailableError`.
         request_timeout: Connect and read timeout of one request, in seconds.
         retry_backoff: First backoff ceiling (doubles per attempt, full jitter, capped by
-            ``retry_backoff_max``); a ``Retry-After`` from the vault takes precedence.
+            ``retry_backoff_max``); a ``Retry-After`` from the vault lengthens a wait, never
+            shortens it.
         retry_backoff_max: Largest backoff ceiling.
         close_credential: Close ``credential`` on :meth:`aclose` (``False`` to keep a shared one).
         trust_env: Honour proxy environment variables and ``.netrc`` (costs ~1 ms CPU per

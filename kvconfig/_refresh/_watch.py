@@ -399,15 +399,20 @@ class LiveSettings(Generic[SettingsT]):
         assert detector is not None
         started = time.perf_counter()
         self._refreshes += 1
-        try:
-            if self._vault.closed:
-                raise ClosedError(f"{self._vault!r} is closed")
-            timeout = self._refresh_timeout()
-            detection = await detector.detect_names(names, timeout=timeout)
-        except Exception as exc:
-            self._record_failure(exc)
-            raise
-        return self._apply(detection, started)
+        names = list(names)
+        with telemetry.refresh(self._settings_cls.__name__, self._vault.vault_url, names) as span:
+            try:
+                if self._vault.closed:
+                    raise ClosedError(f"{self._vault!r} is closed")
+                timeout = self._refresh_timeout()
+                detection = await detector.detect_names(names, timeout=timeout)
+            except Exception as exc:
+                self._record_failure(exc)
+                raise
+            event = self._apply(detection, started)
+            span.requests = detection.requests  # telemetry hook
+            span.outcome = "changed" if event is not None else "unchanged"  # telemetry hook
+        return event
 
     def _refresh_timeout(self) -> float:
         """One refresh's budget: an interval, never more than ``startup_timeout``."""

@@ -457,6 +457,42 @@ async def test_no_value_leaks_through_keys_or_malformed_answers(
     assert leaks == [], "\n".join(leaks[:10])
 
 
+async def test_no_value_leaks_from_the_host_share(
+    keyvault_emulator: KeyVaultEmulator, scanner: Scanner, tmp_path: Path
+) -> None:
+    """shared_dir: the notice file, the shares' reprs, notices and every log line (including
+    the warnings for untrustworthy files) carry names, versions and times only."""
+    from kvconfig._refresh._hostshare import HostShare
+
+    emu = keyvault_emulator
+    s = scanner.secret
+    emu.seed({"api-key": s(), "database--host": s("host"), "database--password": s("pw")})
+    emu.seed({"tokens": f'{{"a": "{s()}"}}', "signing-key-v2": s("signing")})
+    shared = tmp_path / "shared"
+    async with (
+        make_vault(emu, ttl=0) as vault,
+        vault.watch(AppSettings, interval=60) as live,
+        HostShare(shared, "leak-test", interval=0.1) as leader,
+        HostShare(shared, "leak-test", interval=0.1) as follower,
+    ):
+        emu.set_secret("api-key", s("rotated"))
+        event = await live.refresh()
+        assert event is not None and event.secrets
+        await leader.publish(event.secrets)  # the real SecretChange objects of a refresh
+        notices = follower.poll_notices()
+        assert notices is not None and [n.name for n in notices] == ["api-key"]
+        scanner.add("hostshare", leader, follower, *notices)
+        scanner.add("notice file", leader.notice_path.read_text())
+        leader.notice_path.write_text(f"corrupt {s()}")  # a file holding junk: never echoed
+        assert await follower.poll() is None
+        await leader.publish(())
+        assert await follower.poll() == set()
+    leaks = scanner.leaks()
+    record("library.leaks.hostshare_found", len(leaks), target="0")
+    assert scanner.records > 0, "the loggers captured nothing"
+    assert leaks == [], "\n".join(leaks[:10])
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
     """The exception and every one it keeps (cause and context, even when suppressed)."""
     seen: list[BaseException] = []
@@ -536,6 +572,24 @@ def test_kvconfig_client_never_enables_body_logging() -> None:
     assert isinstance(trace, NetworkTraceLoggingPolicy) and not trace.enable_http_logger
     assert isinstance(http, HttpLoggingPolicy)
     assert "authorization" not in {h.lower() for h in http.allowed_header_names}
+
+
+def test_trimmed_pipeline_has_no_logging_policy_and_raw_reads_hold_no_value() -> None:
+    """kvconfig's own pipeline (``_client.pipeline_policies``) logs nothing; the raw reader's
+    error for a body it cannot parse holds no part of the body, directly or chained."""
+    from kvconfig._client import pipeline_policies
+    from kvconfig._rawget import _PlainResponse, _result
+
+    policies = pipeline_policies(object(), verify_challenge_resource=True)  # type: ignore[arg-type]
+    assert policies is not None
+    assert not [p for p in policies if "Logging" in type(p).__name__]
+    value = canary()
+    for body in (f"not json {value}", f'{{"value": ["{value}"]}}', f'["{value}"]'):
+        with pytest.raises(Exception) as caught:
+            _result("s", _PlainResponse(200, "OK", {}, body.encode()))  # type: ignore[arg-type]
+        for exc in _chain(caught.value):
+            held = f"{exc}{exc!r}{exc.args!r}{getattr(exc, 'doc', '')}"
+            assert CANARY_PREFIX not in held, f"{type(exc).__name__} holds the value"
 
 
 def _scan_cli(scanner: Scanner, label: str, result: subprocess.CompletedProcess[str]) -> None:
