@@ -705,6 +705,31 @@ def _seed_over_sdk(env: dict[str, str], values: dict[str, str], mp: pytest.Monke
             client.set_secret(name, value)
 
 
+async def test_no_value_or_token_in_the_emulator_request_log(
+    scanner: Scanner, keyvault_ca: CertificateAuthority
+) -> None:
+    """``kvconfig emulator --log-requests`` lines (the formatter the CLI prints): method, path,
+    status, time; never a body, a query or a token."""
+    from kvconfig.emulator._cli import format_request
+
+    lines: list[str] = []
+    async with KeyVaultEmulator(
+        ca=keyvault_ca, request_logger=lambda r: lines.append(format_request(r))
+    ) as emu:
+        value = scanner.secret("request-log")
+        async with emu.secret_client() as client:
+            await client.set_secret("logged", value)
+            assert (await client.get_secret("logged")).value == value
+            async for _ in client.list_properties_of_secret_versions("logged"):
+                pass
+        async with emu.credential() as credential:
+            token = (await credential.get_token("https://vault.azure.net/.default")).token
+    scanner.add("emulator request log", "\n".join(lines))
+    assert len(lines) >= 4 and all(token not in line and "kvemu." not in line for line in lines)
+    leaks = scanner.leaks()
+    assert leaks == [], "\n".join(leaks[:10])
+
+
 def test_no_value_leaks_from_the_sync_api_and_the_dropin(scanner: Scanner) -> None:
     from pydantic_settings import PydanticBaseSettingsSource
 
