@@ -49,13 +49,14 @@ from kvconfig._errors import (
     SettingsValidationError,
     VaultUnavailableError,
 )
-from kvconfig._refresh._detect import ChangeDetector, NotYetValid, OnMissing
+from kvconfig._refresh._detect import NotYetValid, OnMissing
 from kvconfig._refresh._events import ChangeEvent, SecretChange, changed_fields
 from kvconfig._refresh._health import Health
+from kvconfig._refresh._routed import RoutedDetection, RoutedDetector, RoutedProposal
+from kvconfig._routing import chain
 from kvconfig._telemetry import telemetry
 
 if TYPE_CHECKING:
-    from kvconfig._refresh._detect import Detection, Proposal
     from kvconfig._vault import VaultLink
 
 __all__ = ["ChangeCallback", "ChangeStream", "ErrorCallback", "LiveSettings"]
@@ -181,7 +182,7 @@ class LiveSettings(Generic[SettingsT]):
         self._clock_skew = _seconds(clock_skew, "clock_skew")
         self._init_kwargs = dict(init_kwargs or {})
         self._plan = vault.plan(settings_cls)  # naming errors surface here, before any I/O
-        self._detector: ChangeDetector | None = None
+        self._detector: RoutedDetector | None = None
         self._state = "new"
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Task[ChangeEvent | None] | None = None
@@ -202,24 +203,23 @@ class LiveSettings(Generic[SettingsT]):
             raise ClosedError(f"{self!r} can be entered only once")
         vault = self._vault
         plan = self._plan
-        self.current, result, plan = await vault.load(
+        loaded = await vault.load(
             self._settings_cls, plan, self._init_kwargs, not_yet_valid=self._not_yet_valid
         )
-        self._plan = plan  # what a higher-priority source supplies is never tracked
-        fetcher = vault.fetcher()
-        self._detector = ChangeDetector(
+        self.current = loaded.settings
+        plan = self._plan = loaded.plan  # what a higher-priority source supplies is never tracked
+        # One detector per vault involved (list or GET mode each), one verdict per refresh; the
+        # secrets behind Key Vault references are tracked too.
+        self._detector = RoutedDetector(
             plan,
-            fetcher,
-            vault.client(),
+            loaded.references,
+            vault.pool(),
             on_missing=self._on_missing,
             not_yet_valid=self._not_yet_valid,
             clock_skew=self._clock_skew,
             request_timeout=vault.request_timeout,
         )
-        # Cached answers count from when their request was actually sent, not from now.
-        self._detector.start(
-            result.secrets, {key: secret.sent_at or 0.0 for key, secret in result.secrets.items()}
-        )
+        self._detector.start(loaded.result, loaded.reference_values)
         self._last_success = datetime.now(UTC)
         self._last_success_at = time.monotonic()
         self._state = "running"
@@ -307,6 +307,7 @@ class LiveSettings(Generic[SettingsT]):
             fresh=fresh,
             degraded=bool(issues),
             issues=issues,
+            vaults=self._detector.modes() if self._detector is not None else {},
         )
 
     async def refresh(self) -> ChangeEvent | None:
@@ -444,9 +445,9 @@ class LiveSettings(Generic[SettingsT]):
     def _refresh_timeout(self) -> float:
         """One refresh's budget: an interval, never more than ``startup_timeout``."""
         assert self._detector is not None
-        return min(self._detector._fetcher.startup_timeout, self._interval)
+        return min(self._detector.startup_timeout, self._interval)
 
-    def _apply(self, detection: Detection, started: float) -> ChangeEvent | None:
+    def _apply(self, detection: RoutedDetection, started: float) -> ChangeEvent | None:
         """Apply the policies to a detection; validate the complete new Settings; publish it if
         a field changed. Never awaits: nothing can interleave between validation and the swap.
         Callbacks are queued for the dispatcher, never run here.
@@ -469,7 +470,11 @@ class LiveSettings(Generic[SettingsT]):
                 try:
                     # Validate the complete new Settings before anything is published.
                     new = self._vault.build(
-                        self._settings_cls, self._plan, proposal.held, self._init_kwargs
+                        self._settings_cls,
+                        self._plan,
+                        proposal.held,
+                        self._init_kwargs,
+                        references=proposal.references,
                     )
                     break
                 except SettingsValidationError as exc:
@@ -498,7 +503,7 @@ class LiveSettings(Generic[SettingsT]):
             raise rejection  # nothing else to publish: the caller learns why, as before
         return event
 
-    def _at_fault(self, exc: SettingsValidationError, proposal: Proposal) -> dict[str, str]:
+    def _at_fault(self, exc: SettingsValidationError, proposal: RoutedProposal) -> dict[str, str]:
         """The changed secrets (lower-cased name -> why) behind ``exc``'s failing locations.
 
         Without a location that points at one (a parse error, a cross-field validator), each
@@ -512,16 +517,23 @@ class LiveSettings(Generic[SettingsT]):
             where = ".".join(str(part) for part in loc) or self._settings_cls.__name__
             line = f"{where}: {error.get('msg', 'invalid')}"
             for planned in self._plan.secrets_for_location(loc):
-                name = planned.name.lower()
-                if name in changed and line not in reasons.setdefault(name, []):
-                    reasons[name].append(line)
+                # Any name of its chain (prefixes, fallback vaults) may be the one that changed.
+                for name in {c.ref.name.lower() for c in chain(planned)} & changed.keys():
+                    if line not in reasons.setdefault(name, []):
+                        reasons[name].append(line)
         if not reasons and len(changed) > 1:
             detector = self._detector
             assert detector is not None
             for name in changed:
                 alone = detector.without(proposal, [n for n in changed if n != name])
                 try:
-                    self._vault.build(self._settings_cls, self._plan, alone.held, self._init_kwargs)
+                    self._vault.build(
+                        self._settings_cls,
+                        self._plan,
+                        alone.held,
+                        self._init_kwargs,
+                        references=alone.references,
+                    )
                 except SettingsValidationError as own:
                     reasons[name] = [_first_line(own)]
         if not reasons:
@@ -529,7 +541,8 @@ class LiveSettings(Generic[SettingsT]):
         return {
             name: (
                 f"version {changed[name].new_version} of secret {changed[name].name} in "
-                f"{self._vault.vault_url} does not validate ({'; '.join(lines)}); keeping "
+                f"{changed[name].vault_url or self._vault.vault_url} does not validate "
+                f"({'; '.join(lines)}); keeping "
                 f"version {changed[name].old_version}"
             )
             for name, lines in reasons.items()
@@ -619,12 +632,18 @@ class LiveSettings(Generic[SettingsT]):
             )
         self._report_error(exc)
 
+    @property
+    def _where(self) -> str:
+        """The vault(s) watched, for log lines."""
+        vaults = self._detector.vaults if self._detector is not None else ()
+        return ", ".join(vaults) if vaults else self._vault.vault_url
+
     def _record_success(self) -> None:
         if self._consecutive_failures:
             logger.info(
                 "refresh of %s from %s recovered after %d failed attempt(s)",
                 self._settings_cls.__name__,
-                self._vault.vault_url,
+                self._where,
                 self._consecutive_failures,
             )
         self._consecutive_failures = 0
@@ -637,7 +656,7 @@ class LiveSettings(Generic[SettingsT]):
         self._consecutive_failures += 1
         count = self._consecutive_failures
         name = self._settings_cls.__name__
-        url = self._vault.vault_url
+        url = self._where
         if isinstance(exc, KvConfigError):
             # kvconfig's messages name fields, secrets and the vault, never values.
             self._last_error = f"{type(exc).__name__}: {exc}"
@@ -694,7 +713,7 @@ class LiveSettings(Generic[SettingsT]):
                 "refreshed %s from %s: generation %d, %d secret(s) and %d field(s) changed, "
                 "%d request(s) (%s mode), %.1f ms",
                 self._settings_cls.__name__,
-                self._vault.vault_url,
+                self._where,
                 event.generation,
                 len(event.secrets),
                 len(event.fields),
@@ -707,7 +726,7 @@ class LiveSettings(Generic[SettingsT]):
             logger.info(
                 "refreshed %s from %s: generation %d kept, %s, %d request(s) (%s mode), %.1f ms",
                 self._settings_cls.__name__,
-                self._vault.vault_url,
+                self._where,
                 self._generation,
                 f"{len(changes)} secret(s) changed, no value" if changes else "no change",
                 requests,
