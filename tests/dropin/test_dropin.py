@@ -229,3 +229,15 @@ def test_a_refusal_on_a_supplied_field_does_not_fail_settings(
     monkeypatch.delenv("LOG_LEVEL")
     with pytest.raises(VaultPermissionError):  # the same identity, a field left to the vault
         cls(api_key="k")
+
+
+def test_a_bad_secret_for_a_supplied_field_is_never_read(
+    sync_emulator: KeyVaultEmulator,
+    dropin: Callable[..., SourceFactory],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sync_emulator.seed({**SECRETS, "database": "{not json"})  # pydantic-settings: SettingsError
+    monkeypatch.setenv("DATABASE", '{"host": "h", "password": "p"}')
+    settings = with_source(Settings, dropin(dash_to_underscore=True))()
+    assert settings.database.host == "h"  # type: ignore[attr-defined]
+    assert _read(sync_emulator) == ["api-key", "log-level"]
