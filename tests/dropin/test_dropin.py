@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import pathlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -241,3 +242,16 @@ def test_a_bad_secret_for_a_supplied_field_is_never_read(
     settings = with_source(Settings, dropin(dash_to_underscore=True))()
     assert settings.database.host == "h"  # type: ignore[attr-defined]
     assert _read(sync_emulator) == ["api-key", "log-level"]
+
+
+def test_a_dotenv_file_supplies_too(
+    sync_emulator: KeyVaultEmulator,
+    dropin: Callable[..., SourceFactory],
+    tmp_path: pathlib.Path,
+) -> None:
+    sync_emulator.seed(SECRETS)
+    env_file = tmp_path / ".env"
+    env_file.write_text("API_KEY=from-dotenv\nLOG_LEVEL=WARNING\n")
+    settings = with_source(Settings, dropin(dash_to_underscore=True))(_env_file=env_file)
+    assert settings.api_key.get_secret_value() == "from-dotenv"  # type: ignore[attr-defined]
+    assert _read(sync_emulator) == ["database", "database--host", "database--password"]
