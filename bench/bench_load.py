@@ -21,6 +21,16 @@ process, fills vaults of 100 and 1000 secrets, then times cold loads of K secret
   fetcher and the build: GETs through ``kvconfig._rawget.get_secret_raw`` and the build without
   idle env/dotenv sources (``kvconfig._lean_sources``), patched in for its own runs only.
 
+Beside them, at K=100, kvconfig with several vaults (``--vault shared`` on the same emulator):
+
+- **kvconfig, two vaults (70/30)**: 70 fields in the primary vault, 30 pinned with
+  ``Secret(vault="shared")``; each vault primes once, one ``max_concurrency`` for the load;
+- **kvconfig, 30 via a fallback vault**: the primary lacks 30 of the secrets;
+  ``fallback_vaults=["shared"]`` reads them there after the primary's 404 (one extra GET and one
+  round trip for each);
+- **kvconfig, prefix chain, all 100 after a 404**: ``prefix=("stg-", "")`` where no ``stg-``
+  secret exists, so every field costs a 404 and a second GET (the worst case of a chain).
+
 Every load is cold: a new credential (the emulator's managed-identity endpoint, through
 ``azure.identity``; raw: one plain GET to it), a new client and an empty challenge cache. Wall
 time is the median of the runs; CPU is ``time.process_time()`` of this (client) process per
@@ -31,6 +41,8 @@ Run (needs the bench extra: ``.venv/bin/pip install -e '.[bench]'``)::
     .venv/bin/python bench/bench_load.py                      # 7 runs, pydantic-settings fewer
     .venv/bin/python bench/bench_load.py --runs 9 --ks 100 1000 --latencies 0
     .venv/bin/python bench/bench_load.py --runs 3 --ps-runs 1 --ps-big-runs 0   # quick look
+    .venv/bin/python bench/bench_load.py --ks 100 --latencies 20 --runs 11 --ps-runs 3 \
+        --skip "kvconfig, prototype" "sdk send_request"                # several vaults (issue 11)
 """
 
 from __future__ import annotations
@@ -49,7 +61,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import aiohttp
 from azure.core.pipeline.transport import AioHttpTransport
@@ -63,7 +75,7 @@ from azure.keyvault.secrets.aio import SecretClient
 from pydantic import create_model
 from pydantic_settings import AzureKeyVaultSettingsSource, BaseSettings, PydanticBaseSettingsSource
 
-from kvconfig import KeyVault
+from kvconfig import KeyVault, Secret
 from kvconfig import _vault as kv_vault
 from kvconfig._client import build_clients
 from kvconfig._lean_sources import drop_idle_sources
@@ -84,6 +96,8 @@ def start_emulator(latency_ms: float) -> tuple[subprocess.Popen[str], dict[str, 
             str(latency_ms),
             "--vault",
             "big",
+            "--vault",
+            "shared",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -91,7 +105,7 @@ def start_emulator(latency_ms: float) -> tuple[subprocess.Popen[str], dict[str, 
     )
     exports: dict[str, str] = {}
     assert proc.stdout is not None
-    while "VAULT_URL_BIG" not in exports or "IDENTITY_HEADER" not in exports:
+    while not {"VAULT_URL_BIG", "VAULT_URL_SHARED", "IDENTITY_HEADER"} <= exports.keys():
         line = proc.stdout.readline()
         if not line:
             raise RuntimeError("the emulator exited before printing its exports")
@@ -101,9 +115,9 @@ def start_emulator(latency_ms: float) -> tuple[subprocess.Popen[str], dict[str, 
     return proc, exports
 
 
-async def seed(vault_url: str, ca_file: str, count: int) -> list[str]:
+async def seed(vault_url: str, ca_file: str, count: int, stem: str = "s") -> list[str]:
     """Create ``count`` secrets ``s-0000``... (32-byte values) through the real API."""
-    names = [f"s-{i:04d}" for i in range(count)]
+    names = [f"{stem}-{i:04d}" for i in range(count)]
     context = ssl.create_default_context(cafile=ca_file)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
     async with (
@@ -136,6 +150,13 @@ def field_name(secret_name: str) -> str:
 def kvconfig_settings(names: list[str]) -> type[BaseSettings]:
     fields: dict[str, Any] = {field_name(n): (str, ...) for n in names}
     return create_model("KvSettings", __base__=BaseSettings, **fields)
+
+
+def two_vault_settings(names: list[str], pinned: list[str]) -> type[BaseSettings]:
+    """``names`` from the primary vault, ``pinned`` with ``Secret(vault="shared")``."""
+    fields: dict[str, Any] = {field_name(n): (str, ...) for n in names}
+    fields.update({field_name(n): (Annotated[str, Secret(vault="shared")], ...) for n in pinned})
+    return create_model("TwoVaultSettings", __base__=BaseSettings, **fields)
 
 
 class _Holder:
@@ -184,11 +205,14 @@ def pydantic_settings_class(names: list[str]) -> type[BaseSettings]:
 
 
 async def load_kvconfig(
-    url: str, ca_file: str, settings_cls: type[BaseSettings], max_concurrency: int | None
+    url: str,
+    ca_file: str,
+    settings_cls: type[BaseSettings],
+    max_concurrency: int | None,
+    **options: Any,
 ) -> None:
-    options: dict[str, Any] = (
-        {} if max_concurrency is None else {"max_concurrency": max_concurrency}
-    )
+    if max_concurrency is not None:
+        options["max_concurrency"] = max_concurrency
     async with KeyVault(url, ManagedIdentityCredential(), ca_file=ca_file, **options) as vault:
         settings = await vault.load(settings_cls)
     assert len(settings.model_fields_set) == len(settings_cls.model_fields)
@@ -375,11 +399,42 @@ CONTENDERS = [
     "sdk get_secret",
     "sdk send_request",
     "pydantic-settings",
+    "kvconfig, two vaults (70/30)",
+    "kvconfig, 30 via a fallback vault",
+    "kvconfig, prefix chain, all 100 after a 404",
 ]
+
+Runner = Callable[[], Awaitable[None]]
+
+
+def several_vault_runners(
+    url: str, ca_file: str, names: list[str], shared: str, only_shared: list[str]
+) -> dict[str, Runner]:
+    """The several-vault contenders of the K=100 case (see the module docstring)."""
+    two = two_vault_settings(names[:70], names[70:])
+    fallback = kvconfig_settings(names[:70] + only_shared[:30])
+    plain = kvconfig_settings(names)
+    return {
+        "kvconfig, two vaults (70/30)": lambda: load_kvconfig(
+            url, ca_file, two, None, vaults={"shared": shared}
+        ),
+        "kvconfig, 30 via a fallback vault": lambda: load_kvconfig(
+            url, ca_file, fallback, None, fallback_vaults=[shared]
+        ),
+        "kvconfig, prefix chain, all 100 after a 404": lambda: load_kvconfig(
+            url, ca_file, plain, None, prefix=("stg-", "")
+        ),
+    }
 
 
 async def bench_case(
-    url: str, ca_file: str, names: list[str], runs: int, ps_runs: int, skip: set[str]
+    url: str,
+    ca_file: str,
+    names: list[str],
+    runs: int,
+    ps_runs: int,
+    skip: set[str],
+    extra: dict[str, Runner] | None = None,
 ) -> dict[str, Samples]:
     kv_cls = kvconfig_settings(names)
     proto_cls = prototype_settings(names)
@@ -396,6 +451,7 @@ async def bench_case(
         load_pydantic_settings(url, ps_cls)  # sync, as users call it
 
     runners["pydantic-settings"] = ps
+    runners.update(extra or {})
     runners = {k: v for k, v in runners.items() if k not in skip}
     results = {name: Samples() for name in runners}
     # One warm-up of each async contender (imports, first TLS context), not recorded.
@@ -461,11 +517,20 @@ async def main() -> int:
             small_url, big_url = exports["VAULT_URL"], exports["VAULT_URL_BIG"]
             small = await seed(small_url, ca_file, 100) if min(args.ks) <= 100 else []
             big = await seed(big_url, ca_file, 1000) if max(args.ks) > 100 else []
+            several: dict[str, Runner] = {}
+            if 100 in args.ks:
+                # The 30 pinned of the two-vault class, and 30 the primary vault does not have.
+                shared = exports["VAULT_URL_SHARED"]
+                await seed(shared, ca_file, 100)
+                only_shared = await seed(shared, ca_file, 30, stem="f")
+                several = several_vault_runners(small_url, ca_file, small, shared, only_shared)
+                several = {k: v for k, v in several.items() if k not in skip}
             for k in args.ks:
                 url, names = (small_url, small[:k]) if k <= 100 else (big_url, big[:k])
                 ps_runs = args.ps_runs if k <= 100 else args.ps_big_runs
                 loads.append(os.getloadavg()[0])
-                results = await bench_case(url, ca_file, names, args.runs, ps_runs, skip)
+                extra = several if k == 100 else None
+                results = await bench_case(url, ca_file, names, args.runs, ps_runs, skip, extra)
                 rows += table_rows(latency, k, results)
                 measured.append((latency, k, results))
         finally:

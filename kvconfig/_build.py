@@ -7,11 +7,12 @@ I/O. Also the INFO/WARNING lines a load logs.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -20,12 +21,21 @@ from pydantic_settings.exceptions import SettingsError
 from pydantic_settings.sources import DefaultSettingsSource
 
 from kvconfig._errors import MissingSettingError, SettingsValidationError
-from kvconfig._model import FetchedSecret, FetchResult, SecretStatus
+from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._names import PlannedSecret, SettingsPlan
 from kvconfig._redact import safe_errors
+from kvconfig._references import substitute_in_sources
+from kvconfig._routing import ReadResult
 from kvconfig._source import KeyVaultSettingsSource
 
-__all__ = ["build_settings", "insert_source", "log_load", "needed_plan", "source_options"]
+__all__ = [
+    "build_settings",
+    "insert_source",
+    "log_load",
+    "needed_plan",
+    "source_list",
+    "source_options",
+]
 
 logger = logging.getLogger("kvconfig")
 
@@ -48,7 +58,7 @@ def source_options() -> frozenset[str]:
     )
 
 
-def _sources(
+def source_list(
     settings_cls: type[BaseSettings], init_kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """pydantic-settings' sources for ``settings_cls`` as ``Settings(**init_kwargs)`` builds them
@@ -72,7 +82,7 @@ def needed_plan(
     No request is made for a dropped secret, so a 403 on it cannot fail the load.
     """
     try:
-        sources, _ = _sources(settings_cls, init_kwargs)
+        sources, _ = source_list(settings_cls, init_kwargs)
     except Exception:
         return plan
     ahead: list[dict[str, Any]] = []
@@ -92,7 +102,7 @@ def needed_plan(
     kept = tuple(p for p in plan.secrets if not any(_supplies(d, p) for d in ahead))
     if len(kept) == len(plan.secrets):
         return plan
-    return SettingsPlan(settings_cls=plan.settings_cls, prefix=plan.prefix, secrets=kept)
+    return dataclasses.replace(plan, secrets=kept)
 
 
 def _supplies(data: dict[str, Any], planned: PlannedSecret) -> bool:
@@ -113,11 +123,16 @@ def build_settings(
     init_kwargs: dict[str, Any],
     *,
     vault_url: str,
+    references: Mapping[str, str] | None = None,
 ) -> SettingsT:
-    """Validate ``settings_cls`` from its usual sources plus the fetched ``secrets``."""
+    """Validate ``settings_cls`` from its usual sources plus the fetched ``secrets`` (keyed by
+    ``PlannedSecret.slot``); ``references`` (reference text -> value) replace Key Vault
+    references in the other sources' values."""
     error: SettingsValidationError
     try:
-        sources, kwargs = _sources(settings_cls, init_kwargs)
+        sources, kwargs = source_list(settings_cls, init_kwargs)
+        if references:
+            substitute_in_sources(sources, references)
         ours = [s for s in sources if isinstance(s, KeyVaultSettingsSource)]
         if ours:
             for source in ours:
@@ -153,16 +168,15 @@ def _validation_error(
         where = ".".join(str(part) for part in loc) or settings_cls.__name__
         if error["type"] == "missing":
             candidates = plan.secrets_for_location(loc)
-            present = [s for s in candidates if _found_in(secrets, s.ref.key)]
+            present = [s for s in candidates if _found_in(secrets, s.slot)]
             absent = [s for s in candidates if s not in present]
-            names = ", ".join(repr(s.name) for s in absent)
-            tried = f"secret(s) {names}" if names else "no secret (not mapped)"
+            tried = _tried(absent, vault_url)
             if present:
                 tried += "; secret(s) " + ", ".join(repr(s.name) for s in present)
                 tried += " exist but do not set it"
             lines.append(
                 f"{where}: required, but no init argument, environment variable or dotenv "
-                f"entry set it, and the vault {vault_url} had none of {tried}"
+                f"entry set it, and {tried}"
             )
         else:
             missing_only = False
@@ -179,34 +193,41 @@ def _validation_error(
 def log_load(
     settings_cls: type[BaseSettings],
     plan: SettingsPlan,
-    result: FetchResult,
+    result: ReadResult,
     started: float,
     *,
     vault_url: str,
 ) -> None:
     counts = dict.fromkeys(SecretStatus, 0)
-    fields_by_key: dict[tuple[str, str | None], list[str]] = {}
-    for planned in plan.secrets:
-        fields_by_key.setdefault(planned.ref.key, []).append(planned.field)
-    for key, secret in result.secrets.items():
+    fields_by_key: dict[tuple[str, str, str | None], list[str]] = {}
+    for planned, resolution in zip(plan.secrets, result.resolutions, strict=False):
+        fields_by_key.setdefault(resolution.candidate.key, []).append(planned.field)
+    for candidate, secret in result.observed.items():
         counts[secret.status] += 1
+        url = candidate.vault_url
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
-                "secret %s version %s: %s", secret.name, secret.version, secret.status.value
+                "secret %s in %s version %s: %s",
+                secret.name,
+                url,
+                secret.version,
+                secret.status.value,
             )
-        fields = ", ".join(fields_by_key.get(key, ()))
+        fields = ", ".join(fields_by_key.get(candidate.key, ()))
+        if not fields:
+            continue  # a 404 that a later candidate made up for, or a reference
         if secret.status is SecretStatus.DISABLED:
             logger.warning(
                 "secret %s in %s is disabled; treated as missing (field %s)",
                 secret.name,
-                vault_url,
+                url,
                 fields,
             )
         elif secret.found and secret.is_expired():
             logger.warning(
                 "secret %s in %s expired on %s; Key Vault still serves it (field %s)",
                 secret.name,
-                vault_url,
+                url,
                 secret.expires_on,
                 fields,
             )
@@ -214,22 +235,38 @@ def log_load(
             logger.warning(
                 "secret %s in %s is not valid before %s; Key Vault serves it anyway (field %s)",
                 secret.name,
-                vault_url,
+                url,
                 secret.not_before,
                 fields,
             )
+    vaults = dict.fromkeys(c.vault_url for c in result.observed) or {vault_url: None}
     logger.info(
         "loaded %s from %s: %d secrets requested, %d found, %d missing, %d disabled, "
         "%d requests, %.1f ms",
         settings_cls.__name__,
-        vault_url,
-        len(result.secrets),
+        ", ".join(vaults),
+        len(result.observed),
         counts[SecretStatus.FOUND],
         counts[SecretStatus.MISSING],
         counts[SecretStatus.DISABLED],
         result.requests,
         (time.perf_counter() - started) * 1000,
     )
+
+
+def _tried(planned: Sequence[PlannedSecret], vault_url: str) -> str:
+    """``the vault X had none of secret(s) 'a', 'b'``: every name and vault tried, grouped."""
+    if not planned:
+        return f"the vault {vault_url} had none of no secret (not mapped)"
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for secret in planned:
+        groups.setdefault(secret.vaults or (vault_url,), []).extend(secret.names)
+    parts = []
+    for vaults, names in groups.items():
+        where = f"the vault {vaults[0]}" if len(vaults) == 1 else "the vaults " + ", ".join(vaults)
+        shown = ", ".join(repr(name) for name in dict.fromkeys(names))
+        parts.append(f"{where} had none of secret(s) {shown}")
+    return "; ".join(parts)
 
 
 def _found_in(secrets: Mapping[tuple[str, str | None], FetchedSecret], key: Key) -> bool:

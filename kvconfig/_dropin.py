@@ -10,8 +10,14 @@ closes, it GETs exactly the names the class can read (:mod:`kvconfig._names_comp
 concurrently, with the aio SDK on a private loop thread, then closes the client, session and
 (async) credential.
 
+The read happens when pydantic-settings calls the source (``BaseSettings`` sets
+``current_state``, what the higher-priority sources gave, right before), not at construction,
+and leaves out every name that cannot change the result because that state already supplies
+its field. A source constructed but never called makes no request.
+
 pydantic-settings hooks used (private, pinned by ``tests/dropin``): ``EnvSettingsSource.
-_load_env_vars`` (where the names come from) and ``sources.utils._parse_env_none_str``.
+_load_env_vars`` and ``env_vars`` (where the names are looked up) and
+``sources.utils._parse_env_none_str``.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic.alias_generators import to_snake
@@ -71,8 +77,10 @@ class AzureKeyVaultSettingsSource(_PydanticAzureSource):
     ``case_sensitive``, ``snake_case_conversion``, ``env_prefix``, ``env_parse_none_str``,
     ``env_parse_enums``; then any :class:`~kvconfig.KeyVault` option as a keyword (``ca_file``,
     ``max_concurrency``, ``startup_timeout``, ...). The secrets are read when the source is
-    constructed (as pydantic-settings does), with kvconfig's errors. An async credential is
-    closed after the read (``close_credential=False`` keeps it open); a sync one is left open.
+    called (pydantic-settings' source reads at construction), with kvconfig's errors, and only
+    those whose field no higher-priority source (init kwargs, environment, ``.env``, whatever
+    ``settings_customise_sources`` puts first) already supplies. An async credential is closed
+    after the read (``close_credential=False`` keeps it open); a sync one is left open.
 
     The vault is listed (once, for this class) only where pydantic-settings' result needs
     names no class can predict: dicts read entry by entry, ``snake_case_conversion``,
@@ -105,7 +113,11 @@ class AzureKeyVaultSettingsSource(_PydanticAzureSource):
                 "(or set it in model_config), not prefix"
             )
         self._vault_options = dict(vault_options)
-        self._requests_made = 0
+        # What this source has read so far: a second call (or a direct lookup) reads only
+        # names not asked yet.
+        self._values: dict[str, str] = {}
+        self._asked: set[str] = set()
+        self._listed: list[str] | None = None
         # pydantic-settings' __init__ validates nothing about these, then calls _load_env_vars().
         super().__init__(
             settings_cls,
@@ -121,48 +133,78 @@ class AzureKeyVaultSettingsSource(_PydanticAzureSource):
         )
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
+        # Called by EnvSettingsSource.__init__: no I/O here. A lookup before any call (someone
+        # using the source by hand) reads everything the class can use, once.
+        return _Deferred(lambda: self._read({}))
+
+    def __call__(self) -> dict[str, Any]:
+        """Read what the current state leaves open, then pydantic-settings' own ``__call__``.
+
+        Afterwards ``env_vars`` holds what was read (fields the state supplied are absent).
+        """
+        self.env_vars = self._read(self.current_state)
+        return super().__call__()
+
+    def _read(self, state: Mapping[str, Any]) -> _PrefetchedMapping:
         plan = compat_plan(
             self,
             dash_to_underscore=self._dash_to_underscore,
             snake_case_conversion=self._snake_case_conversion,
+            state=state,
         )
-        started = time.perf_counter()
-        values = run_sync(lambda: self._fetch(plan))
-        logger.info(
-            "loaded %s from %s (pydantic-settings rules%s): %d secrets found, %.1f ms",
-            self.settings_cls.__name__,
-            self._url,
-            f", listed: {plan.reason}" if plan.needs_listing else "",
-            len(values),
-            (time.perf_counter() - started) * 1000,
-        )
+        if (plan.needs_listing and self._listed is None) or self._names(plan):
+            started = time.perf_counter()
+            before = len(self._values)
+            run_sync(lambda: self._fetch(plan))
+            logger.info(
+                "loaded %s from %s (pydantic-settings rules%s): %d secrets found, "
+                "%d fields left to earlier sources, %.1f ms",
+                self.settings_cls.__name__,
+                self._url,
+                f", listed: {plan.reason}" if plan.needs_listing else "",
+                len(self._values) - before,
+                len(plan.supplied),
+                (time.perf_counter() - started) * 1000,
+            )
+        else:
+            logger.debug(
+                "%s: nothing to read from %s (%d fields left to earlier sources)",
+                self.settings_cls.__name__,
+                self._url,
+                len(plan.supplied),
+            )
         return _PrefetchedMapping(
-            values,
+            self._values,
             case_sensitive=bool(self.case_sensitive),
             snake_case_conversion=self._snake_case_conversion,
             env_prefix=self.env_prefix,
             env_parse_none_str=self.env_parse_none_str,
         )
 
-    async def _fetch(self, plan: CompatPlan) -> dict[str, str]:
+    def _names(self, plan: CompatPlan) -> list[str]:
+        """The names to GET for ``plan`` that this source has not asked for yet."""
+        if plan.needs_listing:
+            assert self._listed is not None
+            names = [name for name in self._listed if self._wanted(name, plan)]
+        else:
+            names = list(plan.names)
+        return [name for name in names if name.lower() not in self._asked]
+
+    async def _fetch(self, plan: CompatPlan) -> None:
         options = dict(self._vault_options)
         credential, close = as_async(
             self._credential, close_credential=bool(options.pop("close_credential", True))
         )
         async with KeyVault(self._url, credential, close_credential=close, **options) as vault:
-            if plan.needs_listing:
-                listed = await vault._list_names()
-                names = [name for name in listed if self._wanted(name, plan)]
-                spelled = {name.lower(): name for name in listed}
-            else:
-                names = list(plan.names)
-                spelled = {}
+            if plan.needs_listing and self._listed is None:
+                self._listed = await vault._list_names()
+            names = self._names(plan)
             fetched = await vault._read_names(names)
-        values: dict[str, str] = {}
+        self._asked.update(name.lower() for name in names)
+        spelled = {name.lower(): name for name in self._listed or ()}
         for key, secret in fetched.items():
             if secret.found and secret.value is not None:
-                values[spelled.get(key, secret.name)] = secret.value
-        return values
+                self._values[spelled.get(key, secret.name)] = secret.value
 
     def _wanted(self, name: str, plan: CompatPlan) -> bool:
         """Whether pydantic-settings could read the listed secret ``name`` for this class.
@@ -188,6 +230,31 @@ def _normalise(name: str, **options: Any) -> str:
             return f"{env_prefix}{to_snake(name[len(env_prefix) :])}"
         return to_snake(name)
     return name if options["case_sensitive"] else name.lower()
+
+
+class _Deferred(Mapping[str, str | None]):
+    """``env_vars`` before the first call: reads (everything) on first use, never on repr."""
+
+    def __init__(self, read: Callable[[], Mapping[str, str | None]]) -> None:
+        self._read = read
+        self._mapping: Mapping[str, str | None] | None = None
+
+    def _loaded(self) -> Mapping[str, str | None]:
+        if self._mapping is None:
+            self._mapping = self._read()
+        return self._mapping
+
+    def __getitem__(self, key: str) -> str | None:
+        return self._loaded()[key]
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __repr__(self) -> str:
+        return "<secrets not read yet>" if self._mapping is None else repr(self._mapping)
 
 
 class _PrefetchedMapping(Mapping[str, str | None]):

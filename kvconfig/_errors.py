@@ -7,7 +7,8 @@ Every error kvconfig raises derives from :class:`KvConfigError`::
     │   ├── InvalidSecretNameError      a field maps to a name Key Vault cannot hold
     │   └── SecretNameCollisionError    two fields map to one secret
     ├── SettingsValidationError       the merged values do not validate (names fields, never values)
-    │   └── MissingSettingError         a required field had no value from any source
+    │   ├── MissingSettingError         a required field had no value from any source
+    │   └── KeyVaultReferenceError      an @Microsoft.KeyVault(...) value could not be resolved
     ├── VaultError                    talking to the vault failed (names the vault and the secret)
     │   ├── VaultAuthenticationError    401: the credential was refused
     │   ├── VaultPermissionError        403 other than a disabled secret
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigurationError",
     "EventFormatError",
     "InvalidSecretNameError",
+    "KeyVaultReferenceError",
     "KvConfigError",
     "MalformedResponseError",
     "MissingSettingError",
@@ -79,6 +81,20 @@ class SettingsValidationError(KvConfigError):
 
 class MissingSettingError(SettingsValidationError):
     """A required field got no value from init kwargs, the environment, .env or the vault."""
+
+
+class KeyVaultReferenceError(SettingsValidationError):
+    """A Key Vault reference (``@Microsoft.KeyVault(...)``) in a value from another source
+    (environment, dotenv, init kwargs) is malformed or names a secret the vault does not have.
+
+    ``field`` is where the reference was found, ``reference`` the reference as written (it names
+    a vault and a secret, never a value).
+    """
+
+    def __init__(self, message: str, *, field: str, reference: str) -> None:
+        super().__init__(message, errors=[{"type": "key_vault_reference", "loc": (field,)}])
+        self.field = field
+        self.reference = reference
 
 
 class VaultError(KvConfigError):

@@ -117,6 +117,8 @@ class SecretFetcher:
         retry: The retry policy (backoff, jitter, ``Retry-After`` floor).
         token_ready: Set by the credential wrapper once the client holds a token; lets the
             other requests go out while the priming request is still in flight.
+        semaphore: Share this limit on requests in flight (several vaults, one load) instead
+            of a limit of ``max_concurrency`` of this fetcher's own.
     """
 
     def __init__(
@@ -130,12 +132,13 @@ class SecretFetcher:
         request_timeout: float,
         retry: RetryPolicy,
         token_ready: asyncio.Event | None = None,
+        semaphore: asyncio.Semaphore | None = None,
     ) -> None:
         self._client = client
         self._token_ready = token_ready
         self.vault_url = vault_url
         self.cache = cache
-        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._semaphore = semaphore or asyncio.Semaphore(max_concurrency)
         self.startup_timeout = startup_timeout
         self.request_timeout = request_timeout
         self.retry = retry

@@ -3,17 +3,21 @@
 Rules, in order of precedence:
 
 1. ``Annotated[..., Secret("explicit-name")]`` wins over everything; the prefix is not applied.
-2. Otherwise the name is ``prefix + (alias or field name)`` with ``_`` replaced by ``-``.
+2. Otherwise the name is ``prefix + (alias or field name)`` with ``_`` replaced by ``-``. A
+   sequence of prefixes (``("stg-", "")``) gives a chain of names tried in order.
 3. Fields of a nested ``BaseModel`` are joined to their parent's name with ``--`` (the
    convention of pydantic-settings' ``AzureKeyVaultSettingsSource``), recursively.
 4. Every field also has a secret under its own name. For a complex field (model, dict, list,
    set, tuple) that secret holds the whole value as JSON; leaf secrets of a nested model override
    the keys of that JSON object.
 
-Names must match ``^[0-9a-zA-Z-]{1,127}$`` and be unique case-insensitively (Key Vault ignores
-case); otherwise :class:`~kvconfig.InvalidSecretNameError` or
+``Secret(vault=...)`` pins a field (and every field below a nested model) to one vault; the
+plan records the vault as written (URL or alias): :mod:`kvconfig._routing` resolves it.
+
+Names must match ``^[0-9a-zA-Z-]{1,127}$`` and be unique case-insensitively within a vault (Key
+Vault ignores case); otherwise :class:`~kvconfig.InvalidSecretNameError` or
 :class:`~kvconfig.SecretNameCollisionError` is raised at load time, before any request. Plans
-are cached per (Settings class, prefix).
+are cached per (Settings class, prefixes).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import threading
 import types
 import typing
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -39,6 +43,7 @@ __all__ = [
     "SecretRef",
     "SettingsPlan",
     "is_valid_secret_name",
+    "normalize_prefix",
     "plan_settings",
     "plan_with_problems",
 ]
@@ -79,6 +84,12 @@ class PlannedSecret:
         nested: The field is a model whose own fields are planned too; its secret, if present,
             holds the whole model as a JSON object.
         field_info: pydantic's ``FieldInfo`` for decoding (not compared, not shown).
+        names: Every name tried, in order (a prefix chain gives several); ``name`` is the
+            first.
+        vault: The vault the field is pinned to by ``Secret(vault=...)`` (on it or on an
+            enclosing model field), as written: a URL or an alias. ``None``: not pinned.
+        vaults: The vault URLs tried, in order (filled by :meth:`kvconfig.KeyVault.plan`; empty
+            in a plan built without a ``KeyVault``).
     """
 
     field_path: tuple[str, ...]
@@ -89,11 +100,35 @@ class PlannedSecret:
     explicit: bool
     nested: bool
     field_info: FieldInfo = field(compare=False, repr=False)
+    names: tuple[str, ...] = ()
+    vault: str | None = None
+    vaults: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            object.__setattr__(self, "names", (self.name,))
 
     @property
     def field(self) -> str:
         """The dotted field path, e.g. ``"database.host"``."""
         return ".".join(self.field_path)
+
+    @property
+    def candidates(self) -> tuple[tuple[str, str], ...]:
+        """``(vault_url, name)`` pairs in the order a load tries them: every name in the first
+        vault, then every name in the next (empty until :attr:`vaults` is filled)."""
+        return tuple((vault, name) for vault in self.vaults for name in self.names)
+
+    @property
+    def slot(self) -> tuple[str, str | None]:
+        """The key under which a load hands this field's secret to the settings source.
+
+        For a field read from the default vault under one name it is ``ref.key``, so a plain
+        single-vault fetch result can be bound as it is.
+        """
+        if self.vault is None:
+            return self.ref.key
+        return (f"{self.vault.lower()} {self.name.lower()}", self.version)
 
     @property
     def ref(self) -> SecretRef:
@@ -111,6 +146,11 @@ class SettingsPlan:
     settings_cls: type[BaseModel]
     prefix: str
     secrets: tuple[PlannedSecret, ...]
+    prefixes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.prefixes:
+            object.__setattr__(self, "prefixes", (self.prefix,))
 
     @property
     def refs(self) -> tuple[SecretRef, ...]:
@@ -144,31 +184,40 @@ class SettingsPlan:
 # Plans are pure functions of (class, prefix); classes are usually module-level, so a weak
 # cache keyed by the class avoids recomputing them on every load (and refresh) without pinning
 # dynamically created classes in memory.
-_PLAN_CACHE: weakref.WeakKeyDictionary[type[BaseModel], dict[str, SettingsPlan]] = (
+_PLAN_CACHE: weakref.WeakKeyDictionary[type[BaseModel], dict[tuple[str, ...], SettingsPlan]] = (
     weakref.WeakKeyDictionary()
 )
 _PLAN_LOCK = threading.Lock()
 
 
-def plan_settings(settings_cls: type[BaseModel], prefix: str = "") -> SettingsPlan:
+def normalize_prefix(prefix: str | Sequence[str]) -> tuple[str, ...]:
+    """``"p-"`` -> ``("p-",)``; a sequence -> a tuple without repeats (order kept)."""
+    prefixes = (prefix,) if isinstance(prefix, str) else tuple(dict.fromkeys(prefix))
+    return prefixes or ("",)
+
+
+def plan_settings(settings_cls: type[BaseModel], prefix: str | Sequence[str] = "") -> SettingsPlan:
     """Build (or fetch from cache) the secret plan for ``settings_cls``.
+
+    ``prefix`` may be a sequence: field-derived names are then tried with each, in order.
 
     Raises:
         InvalidSecretNameError: a field maps to a name Key Vault cannot hold.
         SecretNameCollisionError: two fields map to one secret name (case-insensitively).
     """
+    prefixes = normalize_prefix(prefix)
     with _PLAN_LOCK:
-        cached = _PLAN_CACHE.get(settings_cls, {}).get(prefix)
+        cached = _PLAN_CACHE.get(settings_cls, {}).get(prefixes)
     if cached is not None:
         return cached
     _ensure_complete(settings_cls)
-    secrets = tuple(_walk_model(settings_cls, prefix, (), (), None, True, (settings_cls,)))
+    secrets = tuple(_walk_model(settings_cls, prefixes, (), (), None, True, (settings_cls,)))
     collisions = _collisions(secrets)
     if collisions:
         raise collisions[0]
-    plan = SettingsPlan(settings_cls=settings_cls, prefix=prefix, secrets=secrets)
+    plan = SettingsPlan(settings_cls, prefixes[0], secrets, prefixes)
     with _PLAN_LOCK:
-        _PLAN_CACHE.setdefault(settings_cls, {})[prefix] = plan
+        _PLAN_CACHE.setdefault(settings_cls, {})[prefixes] = plan
     return plan
 
 
@@ -189,7 +238,7 @@ def _ensure_complete(model: type[BaseModel]) -> None:
 
 
 def plan_with_problems(
-    settings_cls: type[BaseModel], prefix: str = ""
+    settings_cls: type[BaseModel], prefix: str | Sequence[str] = ""
 ) -> tuple[SettingsPlan, tuple[InvalidSecretNameError | SecretNameCollisionError, ...]]:
     """The plan as :func:`plan_settings` builds it, reporting every problem instead of raising.
 
@@ -197,38 +246,43 @@ def plan_with_problems(
     invalid or collide; the problems are the errors :func:`plan_settings` would raise first.
     Not cached.
     """
+    prefixes = normalize_prefix(prefix)
     problems: list[InvalidSecretNameError | SecretNameCollisionError] = []
     _ensure_complete(settings_cls)
     secrets = tuple(
-        _walk_model(settings_cls, prefix, (), (), None, True, (settings_cls,), problems)
+        _walk_model(settings_cls, prefixes, (), (), None, True, (settings_cls,), None, problems)
     )
     problems.extend(_collisions(secrets))
-    return SettingsPlan(settings_cls=settings_cls, prefix=prefix, secrets=secrets), tuple(problems)
+    return SettingsPlan(settings_cls, prefixes[0], secrets, prefixes), tuple(problems)
 
 
 def _walk_model(
     model: type[BaseModel],
-    prefix: str,
+    prefixes: tuple[str, ...],
     field_path: tuple[str, ...],
     key_path: tuple[str, ...],
-    parent_name: str | None,
+    parent_names: tuple[str, ...] | None,
     parent_required: bool,
     seen: tuple[type[BaseModel], ...],
+    parent_vault: str | None = None,
     problems: list[InvalidSecretNameError | SecretNameCollisionError] | None = None,
 ) -> Iterator[PlannedSecret]:
     """Plan ``model``'s fields depth-first; invalid names raise, or go to ``problems`` if given."""
     for attr, info in model.model_fields.items():
         marker = _secret_marker(info)
         label = _field_label(attr, info)
+        names: tuple[str, ...]
         if marker is not None and marker.name is not None:
-            name, explicit = marker.name, True
+            names, explicit = (marker.name,), True
         else:
             segment = label.replace("_", "-")
-            if parent_name is None:
-                name = prefix + segment
+            if parent_names is None:
+                names = tuple(dict.fromkeys(p + segment for p in prefixes))
             else:
-                name = parent_name + NESTED_DELIMITER + segment
+                names = tuple(dict.fromkeys(p + NESTED_DELIMITER + segment for p in parent_names))
             explicit = False
+        vault = marker.vault if marker is not None and marker.vault is not None else parent_vault
+        name = next((n for n in names if not is_valid_secret_name(n)), names[0])
         path = (*field_path, attr)
         if not is_valid_secret_name(name):
             dotted = ".".join(path)
@@ -249,16 +303,26 @@ def _walk_model(
         yield PlannedSecret(
             field_path=path,
             key_path=keys,
-            name=name,
+            name=names[0],
             version=marker.version if marker is not None else None,
             required=required,
             explicit=explicit,
             nested=nested,
             field_info=info,
+            names=names,
+            vault=vault,
         )
         if nested and sub_model is not None:
             yield from _walk_model(
-                sub_model, prefix, path, keys, name, required, (*seen, sub_model), problems
+                sub_model,
+                prefixes,
+                path,
+                keys,
+                names,
+                required,
+                (*seen, sub_model),
+                vault,
+                problems,
             )
 
 
@@ -315,11 +379,12 @@ def _is_plain_model(annotation: Any) -> bool:
 
 
 def _collisions(secrets: tuple[PlannedSecret, ...]) -> list[SecretNameCollisionError]:
-    """One error per field whose name an earlier field already uses (case-insensitively)."""
+    """One error per field whose name an earlier field already uses (case-insensitively) in the
+    same vault (fields pinned to different vaults may share a name)."""
     found: list[SecretNameCollisionError] = []
-    by_name: dict[str, PlannedSecret] = {}
+    by_name: dict[tuple[str, str], PlannedSecret] = {}
     for secret in secrets:
-        other = by_name.setdefault(secret.name.lower(), secret)
+        other = by_name.setdefault(((secret.vault or "").lower(), secret.name.lower()), secret)
         if other is not secret:
             found.append(
                 SecretNameCollisionError(

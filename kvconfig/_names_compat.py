@@ -12,11 +12,25 @@ answers *which secrets can change the result*:
   ``dash_to_underscore``), recursively.
 
 A superset is harmless (the vault holds every name pydantic-settings would see, so fetching a
-few extra ones cannot change the result). When the result can depend on names no class can
-predict, :attr:`CompatPlan.needs_listing` is set and the caller lists the vault once, for that
-class only: dicts read entry by entry (``feature-flags--beta``), nested models that allow or
-forbid extra keys, ``snake_case_conversion``, ``env_nested_max_split``, and ``case_sensitive``
-(Key Vault answers a GET whatever the case, so only a list tells the exact spelling).
+few extra ones cannot change the result).
+
+Given the state the higher-priority sources built (``current_state``), names that cannot change
+the result are left out. pydantic-settings merges the vault's dict under the earlier state with
+``deep_update``: an earlier non-dict value at a key wins whole, an earlier dict keeps the vault's
+keys it lacks. So a field is *supplied* when the state holds a value at the key pydantic
+validates first (its first alias, or its name) that is not a dict, or a dict holding every field
+of every model the field can be (recursively; no dict types, ``extra`` ignored). A supplied field
+has none of its names requested; a partly supplied model keeps its JSON secret and the leaves
+of its unsupplied fields. Only where the vault's value can land on that same key (or where the
+model ignores other keys) is anything left out: with ``validate_by_name`` a vault secret under the
+field name lands on a second key, which a model with ``extra="forbid"`` (``BaseSettings``'
+default) rejects, and that error is part of pydantic-settings' result.
+
+When the result can depend on names no class can predict, :attr:`CompatPlan.needs_listing` is
+set and the caller lists the vault once, for that class only: dicts read entry by entry
+(``feature-flags--beta``), nested models that allow or forbid extra keys,
+``snake_case_conversion``, ``env_nested_max_split``, and ``case_sensitive`` (Key Vault answers a
+GET whatever the case, so only a list tells the exact spelling).
 """
 
 from __future__ import annotations
@@ -64,6 +78,7 @@ class CompatPlan:
         prefixes: ``<name>--`` of every complex top-level field: nested names start with one.
         needs_listing: Only a list of the vault's names gives pydantic-settings' result.
         reason: Why listing is needed (for the log), or ``""``.
+        supplied: Top-level fields left out because the state already supplies them.
     """
 
     names: tuple[str, ...]
@@ -71,25 +86,43 @@ class CompatPlan:
     prefixes: tuple[str, ...]
     needs_listing: bool
     reason: str = ""
+    supplied: tuple[str, ...] = ()
 
 
 def compat_plan(
-    source: RulesSource, *, dash_to_underscore: bool, snake_case_conversion: bool
+    source: RulesSource,
+    *,
+    dash_to_underscore: bool,
+    snake_case_conversion: bool,
+    state: Mapping[str, Any] | None = None,
 ) -> CompatPlan:
-    """The names ``source`` (a pydantic-settings Key Vault source) can read for its class."""
+    """The names ``source`` (a pydantic-settings Key Vault source) can read for its class.
+
+    ``state`` is what the higher-priority sources gave (pydantic-settings' ``current_state``):
+    names that could only feed values it already fixes are left out (see the module docs).
+    """
     walker = _Walker(source, dash_to_underscore)
     lookups: set[str] = set()
     prefixes: list[str] = []
+    supplied: list[str] = []
     delimiter = source.env_nested_delimiter or NESTED_DELIMITER
+    config = source.settings_cls.model_config
     for field_name, field in source.settings_cls.model_fields.items():
         infos = source._extract_field_info(field, field_name)
+        given = _given(state, field, field_name, config)
+        if given is not _ABSENT and not _lands_on_one_key(infos, field_name, config):
+            given = _ABSENT  # a vault value on another key can change the result
+        if given is not _ABSENT and _covered(field.annotation, given):
+            supplied.append(field_name)
+            continue
+        sub_state = given if isinstance(given, Mapping) else None
         complex_field = source._field_is_complex(field)[0] or any(c for _, _, c in infos)
         for _, env_name, _ in infos:
             lookups.add(env_name)
             walker.add(env_name)
             if complex_field:
                 prefixes.append(env_name + delimiter)
-                walker.expand(env_name + delimiter, field.annotation, ())
+                walker.expand(env_name + delimiter, field.annotation, (), sub_state)
     reason = walker.reason
     if snake_case_conversion:
         reason = "snake_case_conversion maps vault names the class cannot predict"
@@ -101,9 +134,81 @@ def compat_plan(
         names=tuple(walker.names),
         lookups=frozenset(lookups),
         prefixes=tuple(prefixes),
-        needs_listing=bool(reason),
+        needs_listing=bool(reason) and bool(lookups),  # nothing left to read: no list either
         reason=reason,
+        supplied=tuple(supplied),
     )
+
+
+_ABSENT: Any = object()
+
+
+def _lookup_key(field: FieldInfo, field_name: str, config: Mapping[str, Any]) -> str | None:
+    """The input key pydantic validates ``field`` from first, or ``None`` (an ``AliasPath``)."""
+    alias: Any = field.validation_alias if config.get("validate_by_alias", True) else None
+    if alias is None:
+        return field_name
+    if isinstance(alias, AliasChoices):
+        alias = alias.choices[0]
+    if isinstance(alias, AliasPath):
+        path = alias.path
+        return path[0] if len(path) == 1 and isinstance(path[0], str) else None
+    return alias if isinstance(alias, str) else None
+
+
+def _given(
+    state: Mapping[str, Any] | None, field: FieldInfo, field_name: str, config: Mapping[str, Any]
+) -> Any:
+    """What ``state`` holds at the key pydantic reads ``field`` from first, else ``_ABSENT``."""
+    if not state:
+        return _ABSENT
+    key = _lookup_key(field, field_name, config)
+    if key is None or key not in state:
+        return _ABSENT
+    return state[key]
+
+
+def _ignores_other_keys(config: Mapping[str, Any]) -> bool:
+    return config.get("extra") in (None, "ignore")
+
+
+def _lands_on_one_key(
+    infos: list[tuple[str, str, bool]], field_name: str, config: Mapping[str, Any]
+) -> bool:
+    """Whether the vault's value for a top-level field can only land on its first lookup key.
+
+    pydantic-settings files a found value under the preferred key, except a complex one
+    (``AliasPath``) and, with ``validate_by_name``, one found under the field name. A value on
+    another key is ignored only when the class ignores extra keys.
+    """
+    if _ignores_other_keys(config):
+        return True
+    preferred, _, preferred_complex = infos[0]
+    by_name = bool(config.get("validate_by_name") or config.get("populate_by_name"))
+    return not any(
+        key != preferred
+        and (value_is_complex or preferred_complex or (by_name and key == field_name))
+        for key, _, value_is_complex in infos
+    )
+
+
+def _covered(annotation: Any, given: Any) -> bool:
+    """Whether nothing the vault adds under ``given`` (merged below it) can change the field."""
+    if not isinstance(given, Mapping):
+        return True  # deep_update keeps an earlier non-dict value whole
+    models: list[type[BaseModel]] = []
+    dicts: list[Any] = []
+    _collect(annotation, models, dicts)
+    if dicts or not models:
+        return False
+    for model in models:
+        if not _ignores_other_keys(model.model_config):
+            return False
+        for name, field in model.model_fields.items():
+            sub = _given(given, field, name, model.model_config)
+            if sub is _ABSENT or not _covered(field.annotation, sub):
+                return False
+    return True
 
 
 class _Walker:
@@ -124,8 +229,18 @@ class _Walker:
         if not self.reason:
             self.reason = reason
 
-    def expand(self, prefix: str, annotation: Any, stack: tuple[type[Any], ...]) -> None:
-        """Add the names under ``prefix`` that a value of type ``annotation`` can take keys from."""
+    def expand(
+        self,
+        prefix: str,
+        annotation: Any,
+        stack: tuple[type[Any], ...],
+        state: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Add the names under ``prefix`` that a value of type ``annotation`` can take keys from.
+
+        ``state`` is the dict the higher-priority sources gave for this value: fields of a model
+        that ignores extra keys and that it supplies are left out.
+        """
         models: list[type[BaseModel]] = []
         dicts: list[Any] = []
         _collect(annotation, models, dicts)
@@ -139,14 +254,22 @@ class _Walker:
                 self._need_listing(
                     f"{model.__name__} has extra={extra!r}: unknown keys under {prefix!r} matter"
                 )
+            model_state = state if _ignores_other_keys(model.model_config) else None
             for field_name, field in model.model_fields.items():
+                given = _given(model_state, field, field_name, model.model_config)
+                if given is not _ABSENT and _covered(field.annotation, given):
+                    continue  # supplied: its names may still be added for another field
+                sub_state = given if isinstance(given, Mapping) else None
                 segments = self._segments(field, field_name, model)
                 nested = _has_nested(field.annotation) or self._source._field_is_complex(field)[0]
                 for segment in segments:
                     self.add(prefix + segment)
                     if nested:
                         self.expand(
-                            prefix + segment + self._delimiter, field.annotation, (*stack, model)
+                            prefix + segment + self._delimiter,
+                            field.annotation,
+                            (*stack, model),
+                            sub_state,
                         )
 
     def _segments(self, field: FieldInfo, field_name: str, model: type[BaseModel]) -> list[str]:

@@ -5,21 +5,46 @@ App Service resolves these two forms in app settings, and only inside App Servic
     @Microsoft.KeyVault(SecretUri=https://<vault>.vault.azure.net/secrets/<name>/<version?>)
     @Microsoft.KeyVault(VaultName=<vault>;SecretName=<name>;SecretVersion=<version?>)
 
-kvconfig resolves them wherever the process runs (container, AKS, laptop). This module only
-*parses*: it never sees a secret value, and its errors quote the reference (which names a vault
-and a secret, never a value). A string that does not start with ``@Microsoft.KeyVault(`` is not a
+kvconfig resolves them wherever the process runs (container, AKS, laptop). This module
+*parses* references, *finds* them in the values of pydantic-settings' other sources
+(:func:`find_references`) and *substitutes* resolved values into those sources
+(:func:`substitute_in_sources`); reading the secrets is the load's job (they are read
+concurrently with the rest of the load). Its errors quote the reference (which names a vault and
+a secret, never a value). A string that does not start with ``@Microsoft.KeyVault(`` is not a
 reference and is left alone.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
-from kvconfig._errors import ConfigurationError
+from pydantic_settings import (
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+)
+from pydantic_settings.sources import DefaultSettingsSource
 
-__all__ = ["KeyVaultReference", "is_reference", "parse_reference", "vault_url_for_name"]
+from kvconfig._errors import ConfigurationError, KeyVaultReferenceError
+from kvconfig._source import KeyVaultSettingsSource
+
+__all__ = [
+    "FoundReference",
+    "KeyVaultReference",
+    "find_references",
+    "is_reference",
+    "parse_reference",
+    "shown",
+    "substitute_in_sources",
+    "vault_url_for_name",
+]
 
 _PREFIX = "@microsoft.keyvault("
 _NAME_RE = re.compile(r"[0-9a-zA-Z-]{1,127}")
@@ -116,10 +141,141 @@ def _from_uri(text: str, uri: str) -> KeyVaultReference:
     return KeyVaultReference(text.strip(), vault, False, name, version)
 
 
-def _bad(text: str, why: str) -> ConfigurationError:
+def shown(text: str) -> str:
+    """A reference as error messages show it: stripped and cut at 200 characters."""
     # The reference names a vault and a secret; it is shown so the user can find the typo. It
     # is cut short so a value pasted by mistake after the prefix cannot be echoed in full.
-    shown = text.strip()
-    if len(shown) > 200:
-        shown = shown[:200] + "..."
-    return ConfigurationError(f"malformed Key Vault reference {shown!r}: {why}")
+    text = text.strip()
+    return text[:200] + "..." if len(text) > 200 else text
+
+
+def _bad(text: str, why: str) -> ConfigurationError:
+    return ConfigurationError(f"malformed Key Vault reference {shown(text)!r}: {why}")
+
+
+# -- references in other sources' values ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FoundReference:
+    """A reference found in a value of another settings source.
+
+    Attributes:
+        field: Where the value sits, dotted (``"database.password"``; keys as the source gives
+            them, so an alias may appear).
+        source: ``"init kwargs"``, ``"environment"``, ``"dotenv"``, ``"secrets directory"`` or the
+            source's class name.
+        text: The reference, stripped (the key :func:`substitute_in_sources` replaces).
+    """
+
+    field: str
+    source: str
+    text: str
+
+    def parse(self) -> KeyVaultReference:
+        """The parsed reference; :class:`~kvconfig.KeyVaultReferenceError` naming the field."""
+        try:
+            return parse_reference(self.text)
+        except ConfigurationError as exc:
+            message = str(exc)
+        raise KeyVaultReferenceError(
+            f'field "{self.field}" ({self.source}): {message}',
+            field=self.field,
+            reference=shown(self.text),
+        )
+
+
+def _source_label(source: PydanticBaseSettingsSource) -> str:
+    # DotEnvSettingsSource subclasses EnvSettingsSource: test it first.
+    for cls, label in (
+        (InitSettingsSource, "init kwargs"),
+        (DotEnvSettingsSource, "dotenv"),
+        (EnvSettingsSource, "environment"),
+        (SecretsSettingsSource, "secrets directory"),
+    ):
+        if isinstance(source, cls):
+            return label
+    return type(source).__name__
+
+
+def _skipped(source: object) -> bool:
+    return isinstance(source, DefaultSettingsSource | KeyVaultSettingsSource) or not isinstance(
+        source, PydanticBaseSettingsSource
+    )
+
+
+def find_references(sources: Iterable[object]) -> tuple[FoundReference, ...]:
+    """Every reference in the values the given sources provide (defaults and the vault's own
+    source skipped). A source that fails here is skipped: the build reports its error."""
+    found: list[FoundReference] = []
+    for source in sources:
+        if _skipped(source):
+            continue
+        assert isinstance(source, PydanticBaseSettingsSource)
+        try:
+            values = source()
+        except Exception:
+            continue
+        label = _source_label(source)
+        found.extend(FoundReference(path, label, text) for path, text in _walk(values, ()))
+    return tuple(found)
+
+
+def _walk(value: Any, path: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        if is_reference(value):
+            yield ".".join(path), value.strip()
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _walk(item, (*path, str(key)))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _walk(item, (*path, str(index)))
+
+
+def substitute_in_sources(sources: Iterable[object], values: Mapping[str, str]) -> None:
+    """Make each source (not the defaults, not the vault's) return ``values[reference]`` in place
+    of every reference string it would return. The sources stay instances of their own class
+    (pydantic-settings tells sources apart with ``isinstance``)."""
+    for source in sources:
+        if _skipped(source):
+            continue
+        assert isinstance(source, PydanticBaseSettingsSource)
+        cls = type(source)
+        if not getattr(cls, "_kvconfig_resolving", False):
+            source.__class__ = _resolving(cls)
+        source._kvconfig_references = values  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _resolving(cls: type[PydanticBaseSettingsSource]) -> type[PydanticBaseSettingsSource]:
+    def __call__(self: PydanticBaseSettingsSource) -> dict[str, Any]:
+        data = cls.__call__(self)
+        result = _replace(data, self._kvconfig_references)  # type: ignore[attr-defined]
+        assert isinstance(result, dict)
+        return result
+
+    return type(
+        cls.__name__,
+        (cls,),
+        {
+            "__call__": __call__,
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+            "_kvconfig_resolving": True,
+        },
+    )
+
+
+def _replace(value: Any, values: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        if is_reference(value):
+            return values.get(value.strip(), value)
+        return value
+    if isinstance(value, dict):
+        return {key: _replace(item, values) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_replace(item, values) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_replace(item, values) for item in value)
+    return value

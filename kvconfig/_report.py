@@ -41,6 +41,8 @@ from kvconfig._errors import (
 from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._names import PlannedSecret, SettingsPlan, is_valid_secret_name, plan_with_problems
 from kvconfig._redact import safe_errors
+from kvconfig._references import FoundReference, shown, substitute_in_sources
+from kvconfig._routing import Resolution
 from kvconfig._source import KeyVaultSettingsSource
 from kvconfig._vault import KeyVault
 
@@ -73,6 +75,11 @@ class FieldReport:
             when nothing supplies a required field).
         env_var: The environment variable (or dotenv key) that supplies the value, when the
             winner is ``env`` or ``dotenv`` and its name can be told.
+        vault: The vault ``secret`` was read from (several vaults: the one that answered).
+        tried: Every ``name in vault`` read for the field, in order (a prefix chain or fallback
+            vaults give several; the last one decided).
+        reference: The Key Vault reference (``@Microsoft.KeyVault(...)``) a higher-priority
+            source gives for the field, resolved by ``load()``; ``None`` if none.
     """
 
     field: str
@@ -88,6 +95,9 @@ class FieldReport:
     sources: tuple[str, ...]
     winner: str | None
     env_var: str | None = None
+    vault: str | None = None
+    tried: tuple[str, ...] = ()
+    reference: str | None = None
 
     @property
     def satisfied(self) -> bool:
@@ -118,6 +128,9 @@ class ExplainReport:
     requests: int
     duration_ms: float
     source_order: tuple[str, ...] = field(default=())
+    prefixes: tuple[str, ...] = field(default=())
+    fallback_vaults: tuple[str, ...] = field(default=())
+    vaults: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -134,6 +147,9 @@ class ExplainReport:
             "requests": self.requests,
             "duration_ms": round(self.duration_ms, 1),
             "source_order": list(self.source_order),
+            "prefixes": list(self.prefixes or (self.prefix,)),
+            "fallback_vaults": list(self.fallback_vaults),
+            "vaults": dict(self.vaults),
             "fields": [_field_json(f) for f in self.fields],
             "problems": [{**asdict(p), "fields": list(p.fields)} for p in self.problems],
         }
@@ -145,6 +161,7 @@ def _field_json(report: FieldReport) -> dict[str, Any]:
         moment = data[key]
         data[key] = moment.isoformat() if moment is not None else None
     data["sources"] = list(report.sources)
+    data["tried"] = list(report.tried)
     data["satisfied"] = report.satisfied
     return data
 
@@ -158,7 +175,9 @@ async def explain(
     vault_url: str,
     credential: AsyncTokenCredential,
     ca_file: str | os.PathLike[str] | None = None,
-    prefix: str = "",
+    prefix: str | Sequence[str] = "",
+    vaults: Mapping[str, str] | None = None,
+    fallback_vaults: Sequence[str] | None = None,
     timeout: float = 30.0,
     name: str | None = None,
 ) -> ExplainReport:
@@ -172,28 +191,55 @@ async def explain(
         VaultError: The vault refused the credential or stayed unavailable for ``timeout``.
     """
     started = time.perf_counter()
-    plan, plan_problems = plan_with_problems(settings_cls, prefix)
-    refs = [s.ref for s in plan if is_valid_secret_name(s.name)]
     try:
         vault = KeyVault(
-            vault_url, credential, ca_file=ca_file, prefix=prefix, ttl=0, startup_timeout=timeout
+            vault_url,
+            credential,
+            ca_file=ca_file,
+            prefix=prefix,
+            vaults=vaults,
+            fallback_vaults=fallback_vaults,
+            ttl=0,
+            startup_timeout=timeout,
         )
     except BaseException:
         await credential.close()  # the vault would have closed it
         raise
     async with vault:
-        # The fetcher behind load(): same requests, retries and error translation.
-        result = await vault._open().fetch(refs)
+        plan, plan_problems = plan_with_problems(settings_cls, prefix)
+        plan = vault._vaultset.route(plan)  # the vaults each field is read from, in order
+        readable = replace(plan, secrets=tuple(s for s in plan if _readable(s)))
+        references = vault._find_references(settings_cls, {})
+        # The read behind load(): same chains, requests, retries and error translation.
+        result = await vault._read(readable, references)
+    secrets: dict[tuple[str, str | None], Resolution] = {
+        planned.slot: resolution
+        for planned, resolution in zip(readable.secrets, result.resolutions, strict=False)
+    }
+    found = {
+        found.text: resolution
+        for (found, _), resolution in zip(
+            references, result.resolutions[len(readable.secrets) :], strict=True
+        )
+    }
     return build_report(
         settings_cls,
         plan,
         plan_problems,
-        result.secrets,
+        {slot: r.secret for slot, r in secrets.items()},
         vault_url=vault.vault_url,
         requests=result.requests,
         duration_ms=(time.perf_counter() - started) * 1000,
         name=name,
+        resolutions=secrets,
+        references=[(f, found[f.text]) for f, _ in references],
+        fallback_vaults=vault.fallback_vaults,
+        vaults=vault.vaults,
     )
+
+
+def _readable(planned: PlannedSecret) -> bool:
+    return all(is_valid_secret_name(name) for name in planned.names)
 
 
 def build_report(
@@ -206,15 +252,45 @@ def build_report(
     requests: int,
     duration_ms: float,
     name: str | None = None,
+    resolutions: Mapping[tuple[str, str | None], Resolution] | None = None,
+    references: Sequence[tuple[FoundReference, Resolution]] = (),
+    fallback_vaults: Sequence[str] = (),
+    vaults: Mapping[str, str] | None = None,
 ) -> ExplainReport:
-    """The report for secrets already fetched (keyed by ``SecretRef.key``). No I/O."""
+    """The report for secrets already fetched (keyed by ``PlannedSecret.slot``). No I/O.
+
+    ``resolutions`` say, per planned secret, which (vault, name) candidates were read and which
+    one answered; ``references`` are the Key Vault references found in the other sources, with
+    how each resolved.
+    """
     problems = [_plan_problem(p) for p in plan_problems]
-    sources, source_data, source_problems, undecodable = _run_sources(settings_cls, plan, secrets)
+    values: dict[str, str] = {}
+    by_field: dict[str, str] = {}
+    for found, answered in references:
+        by_field.setdefault(found.field.lower(), shown(found.text))
+        if answered.secret.found and answered.secret.value is not None:
+            values[found.text] = answered.secret.value
+        else:
+            problems.append(
+                Problem(
+                    "reference",
+                    "error",
+                    f'field "{found.field}" ({found.source}): Key Vault reference '
+                    f"{shown(found.text)!r} cannot be resolved: secret "
+                    f"{answered.candidate.ref.name!r} in {answered.vault_url} is "
+                    f"{answered.secret.status.value}",
+                    (found.field,),
+                    answered.candidate.ref.name,
+                )
+            )
+    sources, source_data, source_problems, undecodable = _run_sources(
+        settings_cls, plan, secrets, values
+    )
     problems.extend(source_problems)
     name_problems = _name_problems(plan_problems)
     fields: list[FieldReport] = []
     for planned in plan:
-        secret = secrets.get(planned.ref.key) if is_valid_secret_name(planned.name) else None
+        secret = secrets.get(planned.slot) if is_valid_secret_name(planned.name) else None
         report = _field_report(
             planned,
             secret,
@@ -222,6 +298,19 @@ def build_report(
             name_problems.get(planned.field),
             invalid_value=planned.field in undecodable,
         )
+        resolution = (resolutions or {}).get(planned.slot)
+        if resolution is not None:
+            report = replace(
+                report,
+                secret=resolution.candidate.ref.name,
+                vault=resolution.vault_url,
+                tried=tuple(f"{c.ref.name} in {c.vault_url}" for c in resolution.tried),
+            )
+        elif planned.vaults:
+            report = replace(report, vault=planned.vaults[0])
+        reference = by_field.get(".".join(planned.key_path).lower())
+        if reference is not None and report.winner not in (None, "vault", "default"):
+            report = replace(report, reference=reference)
         if report.winner in ("env", "dotenv"):
             source = sources[[label for label, _ in source_data].index(report.winner)]
             report = replace(report, env_var=_env_var(source, settings_cls, planned))
@@ -238,6 +327,9 @@ def build_report(
         requests=requests,
         duration_ms=duration_ms,
         source_order=tuple(label for label, _ in source_data),
+        prefixes=plan.prefixes,
+        fallback_vaults=tuple(fallback_vaults),
+        vaults=dict(vaults or {}),
     )
 
 
@@ -280,6 +372,7 @@ def _run_sources(
     settings_cls: type[BaseSettings],
     plan: SettingsPlan,
     secrets: Mapping[tuple[str, str | None], FetchedSecret],
+    references: Mapping[str, str] | None = None,
 ) -> tuple[tuple[Any, ...], list[tuple[str, dict[str, Any]]], list[Problem], set[str]]:
     """Run the class's sources as ``load()`` arranges them; return each one's data by label.
 
@@ -288,6 +381,8 @@ def _run_sources(
     presence of keys.
     """
     sources, _ = settings_cls._settings_init_sources(_init_kwargs={})
+    if references:
+        substitute_in_sources(sources, references)  # as load() resolves them
     if not any(isinstance(s, KeyVaultSettingsSource) for s in sources):
         sources = _insert_source(sources, KeyVaultSettingsSource(settings_cls))
     problems: list[Problem] = []
@@ -334,7 +429,7 @@ def _run_vault_source(
             )
             for planned in bad:
                 undecodable.add(planned.field)
-                kept.pop(planned.ref.key, None)
+                kept.pop(planned.slot, None)
     source._bind(plan, {})
     return {}
 

@@ -47,7 +47,8 @@ class KeyVaultSettingsSource(PydanticBaseSettingsSource):
     def _bind(
         self, plan: SettingsPlan, secrets: Mapping[tuple[str, str | None], FetchedSecret]
     ) -> None:
-        """Give the source the fetched secrets (keyed by ``SecretRef.key``) it will serve."""
+        """Give the source the secrets it will serve, keyed by ``PlannedSecret.slot`` (the
+        ``SecretRef.key`` of a field read from the default vault)."""
         self._plan = plan
         self._secrets = secrets
         self._data = None
@@ -73,7 +74,7 @@ class KeyVaultSettingsSource(PydanticBaseSettingsSource):
         if self._plan is None:
             return data
         for planned in self._plan.secrets:  # parents come before their fields
-            secret = self._secrets.get(planned.ref.key)
+            secret = self._secrets.get(planned.slot)
             if secret is None or not secret.found or secret.value is None:
                 continue
             _assign(data, planned.key_path, self._decode(planned, secret.value))

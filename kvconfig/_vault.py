@@ -1,4 +1,4 @@
-"""``KeyVault``: one vault, one client, one session; loads Settings classes from it.
+"""``KeyVault``: loads Settings classes from a vault (and its aliased and fallback vaults).
 
 Internals (for code building on this module, e.g. refresh, the drop-in source):
 
@@ -15,6 +15,12 @@ Internals (for code building on this module, e.g. refresh, the drop-in source):
   what a higher-priority source supplies; ``plan.refs`` is what to fetch.
 - :func:`kvconfig._build.build_settings` turns a plan plus fetched secrets into a validated
   Settings instance (pydantic-settings precedence, kvconfig errors); it does no I/O.
+- Several vaults (:mod:`kvconfig._routing`): ``KeyVault._pool`` holds one client, session and
+  fetcher per vault; ``KeyVault._fetcher``/``_client`` are the primary vault's. ``plan()``
+  returns the *routed* plan (each planned secret's ``vaults`` filled in); loads read every
+  planned secret along its chain of (vault, name) candidates with
+  :func:`kvconfig._routing.read_chains`, Key Vault references in the same rounds;
+  ``VaultLink.pool()`` gives a refresher every vault's fetcher and client.
 - Everything is created lazily on first use inside the running loop (``_open()``), so a
   ``KeyVault`` can be constructed anywhere; when that loop shuts down, its session is closed and
   the next loop gets new ones (the cache is kept).
@@ -27,11 +33,13 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from os import PathLike
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
@@ -39,31 +47,37 @@ from azure.core.exceptions import AzureError
 from azure.keyvault.secrets.aio import SecretClient
 from pydantic_settings import BaseSettings
 
-from kvconfig._build import build_settings, log_load, needed_plan
+from kvconfig._build import build_settings, log_load, needed_plan, source_list
 from kvconfig._cache import SecretCache
-from kvconfig._client import (
-    build_secret_client,
-    build_session,
-    build_ssl_context,
-    signalling,
-    vault_host,
-)
+from kvconfig._client import build_ssl_context, vault_host
 from kvconfig._errors import (
     ClosedError,
     ConfigurationError,
+    KeyVaultReferenceError,
     SettingsValidationError,
     VaultError,
     VaultUnavailableError,
 )
 from kvconfig._fetch import SecretFetcher
-from kvconfig._model import FetchedSecret, FetchResult
+from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._names import (
     SecretRef,
     SettingsPlan,
     is_valid_secret_name,
+    normalize_prefix,
     plan_settings,
 )
+from kvconfig._references import FoundReference, find_references, shown
 from kvconfig._retry import RetryPolicy
+from kvconfig._routing import (
+    Candidate,
+    ReadResult,
+    Resolution,
+    VaultPool,
+    VaultSet,
+    chain,
+    read_chains,
+)
 from kvconfig._telemetry import telemetry
 from kvconfig._translate import classify
 
@@ -99,8 +113,13 @@ class KeyVault:
         credential: An async ``AsyncTokenCredential`` (``azure.identity.aio``).
         ca_file: PEM file of an extra CA to trust (the emulator, a TLS-inspecting proxy).
         ssl_context: A ready client SSL context instead of ``ca_file``.
+        vaults: Aliases for ``Secret(vault="alias")``: ``{"shared": "https://..."}``.
+        fallback_vaults: Vault URLs (or aliases) in which a secret the primary vault does not
+            have (404) is looked up, in order; the first that has it wins. Fields pinned with
+            ``Secret(vault=...)`` are read from their vault only.
         prefix: Prepended to every field-derived secret name (``"prod-"``); not to explicit
-            ``Secret("name")`` names.
+            ``Secret("name")`` names. A sequence is a chain tried in order:
+            ``("stg-", "")`` reads ``stg-queue-name``, then ``queue-name`` after a 404.
         max_concurrency: Requests in flight at most (also the connection pool size). Each
             connection costs a TLS handshake, so more is not faster once the client is
             CPU-bound; 32 measured best for 100 secrets on 2 cores (``bench/``).
@@ -117,6 +136,11 @@ class KeyVault:
         trust_env: Honour proxy environment variables and ``.netrc`` (costs ~1 ms CPU per
             request, so off by default).
         api_version: Key Vault API version, default: the SDK's.
+        resolve_references: Resolve App Service Key Vault references
+            (``@Microsoft.KeyVault(SecretUri=...)`` or ``@Microsoft.KeyVault(VaultName=...;
+            SecretName=...)``) found in values from the other sources (init kwargs, environment,
+            dotenv), concurrently with the load, with the same credential. ``False`` leaves
+            such values as they are.
 
     ``aclose()`` (or leaving ``async with``) closes the client, the session and the credential;
     it is idempotent. Any use afterwards raises :class:`~kvconfig.ClosedError`.
@@ -129,7 +153,9 @@ class KeyVault:
         *,
         ca_file: str | PathLike[str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
-        prefix: str = "",
+        vaults: Mapping[str, str] | None = None,
+        fallback_vaults: Sequence[str] | None = None,
+        prefix: str | Sequence[str] = "",
         max_concurrency: int = 32,
         ttl: float | timedelta = 300.0,
         startup_timeout: float | timedelta = 30.0,
@@ -139,20 +165,29 @@ class KeyVault:
         close_credential: bool = True,
         trust_env: bool = False,
         api_version: str | None = None,
+        resolve_references: bool = True,
     ) -> None:
         vault_url = vault_url.rstrip("/")
         vault_host(vault_url)  # validates the URL
-        if prefix and not is_valid_secret_name(prefix):
-            raise ConfigurationError(
-                f"prefix {prefix!r} cannot start a Key Vault secret name (letters, digits, '-')"
-            )
+        self._vaultset = VaultSet.build(vault_url, vaults, fallback_vaults)
+        prefixes = normalize_prefix(prefix)
+        for one in prefixes:
+            if not isinstance(one, str) or (one and not is_valid_secret_name(one)):
+                raise ConfigurationError(
+                    f"prefix {one!r} cannot start a Key Vault secret name (letters, digits, '-')"
+                )
         if max_concurrency < 1:
             raise ConfigurationError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if ca_file is not None and ssl_context is not None:
             raise ConfigurationError("pass ca_file or ssl_context, not both")
         self._vault_url = vault_url
         self._credential = credential
-        self._prefix = prefix
+        self._prefix: str | tuple[str, ...] = prefix if isinstance(prefix, str) else prefixes
+        self._prefixes = prefixes
+        self._plans: weakref.WeakKeyDictionary[type[BaseSettings], SettingsPlan] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._resolve_references = resolve_references
         self._max_concurrency = max_concurrency
         self._ttl = _seconds(ttl, "ttl")
         self._startup_timeout = _seconds(startup_timeout, "startup_timeout")
@@ -164,6 +199,7 @@ class KeyVault:
         self._api_version = api_version
         # Built now (file I/O, CA errors surface early); the session is built in the loop.
         self._ssl_context = ssl_context if ssl_context is not None else build_ssl_context(ca_file)
+        self._pool: VaultPool | None = None
         self._session: aiohttp.ClientSession | None = None
         self._client: SecretClient | None = None
         self._fetcher: SecretFetcher | None = None
@@ -205,17 +241,13 @@ class KeyVault:
                 await self._credential.close()
 
     async def _release(self) -> None:
-        """Close what is bound to the current event loop: fetcher, client, session. Idempotent."""
-        fetcher, client, session = self._fetcher, self._client, self._session
+        """Close what is bound to the current event loop: every vault's fetcher, client and
+        session. Idempotent."""
+        pool = self._pool
+        self._pool = None
         self._fetcher = self._client = self._session = None
-        try:
-            if fetcher is not None:
-                await fetcher.aclose()
-            if client is not None:
-                await client.close()
-        finally:
-            if session is not None:
-                await session.close()
+        if pool is not None:
+            await pool.aclose()
 
     async def _keep(self) -> None:
         """Lives as long as this loop's resources; cancelled by ``aclose()`` or by the loop's
@@ -242,9 +274,19 @@ class KeyVault:
         return RetryPolicy(self._retry_backoff, self._retry_backoff_max)
 
     @property
-    def prefix(self) -> str:
-        """The prefix of field-derived secret names."""
+    def prefix(self) -> str | tuple[str, ...]:
+        """The prefix of field-derived secret names (a tuple for a chain)."""
         return self._prefix
+
+    @property
+    def vaults(self) -> Mapping[str, str]:
+        """The aliases usable in ``Secret(vault=...)``: lower-cased alias -> vault URL."""
+        return dict(self._vaultset.aliases)
+
+    @property
+    def fallback_vaults(self) -> tuple[str, ...]:
+        """The vault URLs tried, in order, for an unpinned secret the primary vault lacks."""
+        return self._vaultset.fallbacks
 
     def __repr__(self) -> str:
         return f"KeyVault({self._vault_url!r})"
@@ -262,36 +304,44 @@ class KeyVault:
             )
         if self._fetcher is None:
             self._loop = loop
-            self._session = build_session(
-                self._ssl_context, limit=self._max_concurrency, trust_env=self._trust_env
-            )
-            # The wrapper tells the fetcher when the token is in: priming can stop early.
-            credential = signalling(self._credential)
-            self._client = build_secret_client(
-                self._vault_url,
-                credential,
-                self._session,
-                trust_env=self._trust_env,
-                api_version=self._api_version,
-            )
-            self._fetcher = SecretFetcher(
-                self._client,
-                vault_url=self._vault_url,
+            # One client, session and fetcher per vault, opened on first use; one credential,
+            # SSL context, cache and concurrency limit for all of them.
+            self._pool = VaultPool(
+                self._credential,
+                self._ssl_context,
                 cache=self._cache,
                 max_concurrency=self._max_concurrency,
                 startup_timeout=self._startup_timeout,
                 request_timeout=self._request_timeout,
                 retry=self.retry_policy,
-                token_ready=credential.token_ready,
+                trust_env=self._trust_env,
+                api_version=self._api_version,
             )
+            primary = self._vaultset.primary
+            self._session = self._pool.session(primary)
+            self._client = self._pool.client(primary)
+            self._fetcher = self._pool.fetcher(primary)
             self._keeper = loop.create_task(self._keep(), name=f"kvconfig-{self!r}")
         return self._fetcher
+
+    def _opened_pool(self) -> VaultPool:
+        self._open()
+        assert self._pool is not None
+        return self._pool
 
     # -- loading ----------------------------------------------------------------------------
 
     def plan(self, settings_cls: type[BaseSettings]) -> SettingsPlan:
-        """Which secrets :meth:`load` would request for ``settings_cls`` (no I/O)."""
-        return plan_settings(settings_cls, self._prefix)
+        """Which secrets :meth:`load` would request for ``settings_cls``, and where (no I/O).
+
+        Each :class:`~kvconfig.PlannedSecret` lists the names tried in order (``names``) and
+        the vaults tried in order (``vaults``).
+        """
+        plan = self._plans.get(settings_cls)
+        if plan is None:
+            plan = self._vaultset.route(plan_settings(settings_cls, self._prefixes))
+            self._plans[settings_cls] = plan
+        return plan
 
     async def load(self, settings_cls: type[SettingsT], /, **init_kwargs: Any) -> SettingsT:
         """Fetch the secrets ``settings_cls`` needs and return a validated instance.
@@ -308,8 +358,8 @@ class KeyVault:
             VaultUnavailableError: Transient failures outlasted ``startup_timeout``.
             ClosedError: The vault was closed.
         """
-        settings, _, _ = await self._load(settings_cls, self.plan(settings_cls), init_kwargs)
-        return settings
+        loaded = await self._load(settings_cls, self.plan(settings_cls), init_kwargs)
+        return loaded.settings
 
     def watch(
         self,
@@ -396,18 +446,212 @@ class KeyVault:
             shared_dir=shared_dir,
         )
 
+    def _build(
+        self,
+        settings_cls: type[SettingsT],
+        plan: SettingsPlan,
+        secrets: Mapping[tuple[str, str | None], FetchedSecret],
+        init_kwargs: dict[str, Any],
+        *,
+        references: Mapping[str, str] | None = None,
+    ) -> SettingsT:
+        """Validate ``settings_cls`` from its usual sources plus the fetched secrets (keyed by
+        ``PlannedSecret.slot``) and resolved Key Vault references. No I/O."""
+        built: SettingsT = build_settings(
+            settings_cls,
+            plan,
+            secrets,
+            init_kwargs,
+            vault_url=self._vault_url,
+            references=references,
+        )
+        return built
+
+    async def _load(
+        self,
+        settings_cls: type[SettingsT],
+        plan: SettingsPlan,
+        init_kwargs: dict[str, Any],
+        *,
+        not_yet_valid: str = "ignore",
+    ) -> Loaded[SettingsT]:
+        """The one load path (``load()`` and entering ``watch()``): drop what a higher-priority
+        source supplies, find Key Vault references, read every planned secret along its chain
+        of vaults and names and every reference's secret in the same rounds, apply the
+        ``not_yet_valid`` policy, log, build."""
+        started = time.perf_counter()
+        plan = needed_plan(settings_cls, plan, init_kwargs)
+        names = [ref.name for ref in plan.refs]  # telemetry hook (span kvconfig.load)
+        with telemetry.load(settings_cls.__name__, self.vault_url, names) as span:
+            references = self._find_references(settings_cls, init_kwargs)
+            result = await self._read(plan, references)
+            if not_yet_valid == "ignore":
+                result = await self._valid_now(result)
+            span.requests = result.requests  # telemetry hook
+            log_load(settings_cls, plan, result, started, vault_url=self._vault_url)
+            try:
+                values = _reference_values(plan, references, result)
+                settings = self._build(
+                    settings_cls, plan, _slots(plan, result), init_kwargs, references=values
+                )
+            except SettingsValidationError:
+                # Never serve this failure back: a secret created to fix it must be read next.
+                self._forget_absent(result)
+                raise
+            return Loaded(settings, plan, result, references, values)
+
+    def _forget_absent(self, result: ReadResult) -> None:
+        pool = self._pool
+        if pool is None:
+            return
+        by_vault: dict[str, list[SecretRef]] = {}
+        for candidate in result.observed:
+            by_vault.setdefault(candidate.vault_url, []).append(candidate.ref)
+        for url, refs in by_vault.items():
+            pool.fetcher(url).forget_absent(refs)
+
+    def _find_references(
+        self, settings_cls: type[BaseSettings], init_kwargs: Mapping[str, Any]
+    ) -> tuple[tuple[FoundReference, Candidate], ...]:
+        """The Key Vault references in the other sources' values, and where each points.
+
+        Raises :class:`~kvconfig.KeyVaultReferenceError` for a malformed one (before any
+        request). Empty when ``resolve_references=False``.
+        """
+        if not self._resolve_references:
+            return ()
+        try:
+            sources, _ = source_list(settings_cls, dict(init_kwargs))
+        except Exception:
+            return ()
+        return tuple(
+            (found, self._vaultset.for_reference(found.parse()))
+            for found in find_references(sources)
+        )
+
+    async def _read(
+        self,
+        plan: SettingsPlan,
+        references: Sequence[tuple[FoundReference, Candidate]] = (),
+        *,
+        max_age: float | None = None,
+    ) -> ReadResult:
+        """Read every planned secret along its chain of vaults and names, and every reference's
+        secret, all in the same rounds (see _routing). Resolutions: the plan's, then the
+        references'."""
+        pool = self._opened_pool()
+        chains = [chain(s) for s in plan.secrets]
+        chains.extend((candidate,) for _, candidate in references)
+        try:
+            return await read_chains(pool, chains, max_age=max_age)
+        except VaultError as exc:
+            # The error names the vault and the secret; say which field(s) wanted it too.
+            name = (exc.secret_name or "").lower()
+            fields = [
+                planned.field
+                for planned, candidates in zip(plan.secrets, chains, strict=False)
+                if any(
+                    c.vault_url == exc.vault_url and c.ref.name.lower() == name for c in candidates
+                )
+            ]
+            fields += [found.field for found, c in references if c.ref.name.lower() == name]
+            if fields:
+                exc.add_note(f"needed by field(s): {', '.join(dict.fromkeys(fields))}")
+            raise
+
+    async def _valid_now(self, result: ReadResult) -> ReadResult:
+        """Replace a latest version that is not valid yet (``not_before`` in the future; Key
+        Vault serves it anyway) by the newest enabled version valid now, so a replica starting
+        during a staged rotation agrees with the running watchers (``not_yet_valid="ignore"``).
+
+        Costs a list of that secret's versions plus a GET of the chosen one, only in this case
+        (in the secret's own vault). No valid older version: the latest is kept (``log_load``
+        warns about it).
+        """
+        now = datetime.now(UTC)
+        pending = list(
+            dict.fromkeys(
+                r.candidate
+                for r in result.resolutions
+                if r.candidate.ref.version is None
+                and r.secret.found
+                and r.secret.is_not_yet_valid(now)
+            )
+        )
+        if not pending:
+            return result
+        pool = self._opened_pool()
+        observed = dict(result.observed)
+        requests = result.requests
+        for candidate in pending:
+            url, ref = candidate
+            latest = observed[candidate]
+            chosen: tuple[datetime, str] | None = None
+            requests += 1  # one page (25 versions); more versions cost more pages
+            try:
+                async for props in pool.client(url).list_properties_of_secret_versions(ref.name):
+                    if not props.enabled or props.version is None:
+                        continue
+                    if props.not_before is not None and props.not_before > now:
+                        continue
+                    if props.expires_on is not None and props.expires_on <= now:
+                        continue
+                    stamp = props.created_on or props.updated_on or now
+                    if chosen is None or stamp > chosen[0]:
+                        chosen = (stamp, props.version)
+            except Exception as exc:
+                logger.warning(
+                    "could not list the versions of secret %s in %s (%s); using its latest "
+                    "version although it is not valid before %s",
+                    ref.name,
+                    url,
+                    type(exc).__name__,
+                    latest.not_before,
+                )
+                continue
+            if chosen is None or chosen[1] == latest.version:
+                continue
+            older = await pool.fetcher(url).fetch([SecretRef(ref.name, chosen[1])])
+            requests += older.requests
+            found = older.secrets[(ref.name.lower(), chosen[1])]
+            if found.found:
+                logger.warning(
+                    "secret %s in %s: the latest version %s is not valid before %s; using "
+                    "version %s, the newest valid now (not_yet_valid='ignore')",
+                    ref.name,
+                    url,
+                    latest.version,
+                    latest.not_before,
+                    found.version,
+                )
+                observed[candidate] = found
+        resolutions = tuple(
+            replace(r, secret=observed[r.candidate]) if r.candidate in pending else r
+            for r in result.resolutions
+        )
+        return replace(result, resolutions=resolutions, observed=observed, requests=requests)
+
     # -- contract for kvconfig._dropin (pydantic-settings' name rules) -------------------------
     # The drop-in source decides its secret names itself; these two calls are all it uses.
 
     async def _read_names(
         self, names: Iterable[str]
     ) -> dict[str, FetchedSecret]:  # contract: kvconfig._dropin
-        """GET these secrets (latest) as :meth:`load` does: lower-cased name -> result."""
+        """GET these secrets (latest) as :meth:`load` does: lower-cased name -> result.
+
+        A name the primary vault does not have (404) is looked up in the fallback vaults.
+        """
         refs = tuple(dict.fromkeys(SecretRef(name) for name in names))
         if not refs:
             return {}
-        result = await self._open().fetch(refs)
-        return {key[0]: secret for key, secret in result.secrets.items()}
+        pool = self._opened_pool()
+        urls = (self._vaultset.primary, *self._vaultset.fallbacks)
+        chains = [tuple(Candidate(url, ref) for url in urls) for ref in refs]
+        result = await read_chains(pool, chains)
+        return {
+            ref.name.lower(): resolution.secret
+            for ref, resolution in zip(refs, result.resolutions, strict=True)
+        }
 
     async def _list_names(self) -> list[str]:  # contract: kvconfig._dropin
         """The names (as the vault spells them) of the vault's enabled secrets: one list pass."""
@@ -431,118 +675,57 @@ class KeyVault:
             return names
         raise error from None
 
-    def _build(
-        self,
-        settings_cls: type[SettingsT],
-        plan: SettingsPlan,
-        secrets: Mapping[tuple[str, str | None], FetchedSecret],
-        init_kwargs: dict[str, Any],
-    ) -> SettingsT:
-        """Validate ``settings_cls`` from its usual sources plus the fetched secrets. No I/O."""
-        built: SettingsT = build_settings(
-            settings_cls, plan, secrets, init_kwargs, vault_url=self._vault_url
-        )
-        return built
 
-    async def _load(
-        self,
-        settings_cls: type[SettingsT],
-        plan: SettingsPlan,
-        init_kwargs: dict[str, Any],
-        *,
-        not_yet_valid: str = "ignore",
-    ) -> tuple[SettingsT, FetchResult, SettingsPlan]:
-        """The one load path (``load()`` and entering ``watch()``): drop what a higher-priority
-        source supplies, fetch, apply the ``not_yet_valid`` policy, log, build. Returns the
-        plan actually fetched too."""
-        started = time.perf_counter()
-        plan = needed_plan(settings_cls, plan, init_kwargs)
-        names = [ref.name for ref in plan.refs]  # telemetry hook (span kvconfig.load)
-        with telemetry.load(settings_cls.__name__, self.vault_url, names) as span:
-            fetcher = self._open()
-            result = await fetcher.fetch(plan.refs)
-            if not_yet_valid == "ignore":
-                result = await self._valid_now(plan, result)
-            span.requests = result.requests  # telemetry hook
-            log_load(settings_cls, plan, result, started, vault_url=self._vault_url)
-            try:
-                return self._build(settings_cls, plan, result.secrets, init_kwargs), result, plan
-            except SettingsValidationError:
-                # Never serve this failure back: a secret created to fix it must be read next.
-                fetcher.forget_absent(plan.refs)
-                raise
+@dataclass(frozen=True, slots=True)
+class Loaded(Generic[SettingsT]):
+    """What the one load path produced (for ``load()`` and for entering ``watch()``).
 
-    async def _valid_now(self, plan: SettingsPlan, result: FetchResult) -> FetchResult:
-        """Replace a latest version that is not valid yet (``not_before`` in the future; Key
-        Vault serves it anyway) by the newest enabled version valid now, so a replica starting
-        during a staged rotation agrees with the running watchers (``not_yet_valid="ignore"``).
+    Attributes:
+        settings: The validated instance.
+        plan: The routed plan fetched (without what a higher-priority source supplies).
+        result: Every answer read and how each chain resolved (the plan's, then the
+            references').
+        references: The Key Vault references found and where each points.
+        reference_values: Reference text -> the value it resolved to.
+    """
 
-        Costs a list of that secret's versions plus a GET of the chosen one, only in this case.
-        No valid older version: the latest is kept (``log_load`` warns about it).
-        """
-        now = datetime.now(UTC)
-        pending = [
-            ref
-            for ref in dict.fromkeys(plan.refs)
-            if ref.version is None
-            and (secret := result.secrets.get(ref.key)) is not None
-            and secret.found
-            and secret.is_not_yet_valid(now)
-        ]
-        if not pending:
-            return result
-        fetcher = self._open()
-        client = self._client
-        assert client is not None
-        secrets = dict(result.secrets)
-        requests = result.requests
-        for ref in pending:
-            latest = secrets[ref.key]
-            chosen: tuple[datetime, str] | None = None
-            requests += 1  # one page (25 versions); more versions cost more pages
-            try:
-                async for props in client.list_properties_of_secret_versions(ref.name):
-                    if not props.enabled or props.version is None:
-                        continue
-                    if props.not_before is not None and props.not_before > now:
-                        continue
-                    if props.expires_on is not None and props.expires_on <= now:
-                        continue
-                    stamp = props.created_on or props.updated_on or now
-                    if chosen is None or stamp > chosen[0]:
-                        chosen = (stamp, props.version)
-            except Exception as exc:
-                logger.warning(
-                    "could not list the versions of secret %s in %s (%s); using its latest "
-                    "version although it is not valid before %s",
-                    ref.name,
-                    self._vault_url,
-                    type(exc).__name__,
-                    latest.not_before,
-                )
-                continue
-            if chosen is None or chosen[1] == latest.version:
-                continue
-            older = await fetcher.fetch([SecretRef(ref.name, chosen[1])])
-            requests += older.requests
-            found = older.secrets[(ref.name.lower(), chosen[1])]
-            if found.found:
-                logger.warning(
-                    "secret %s in %s: the latest version %s is not valid before %s; using "
-                    "version %s, the newest valid now (not_yet_valid='ignore')",
-                    ref.name,
-                    self._vault_url,
-                    latest.version,
-                    latest.not_before,
-                    found.version,
-                )
-                secrets[ref.key] = found
-        return FetchResult(
-            secrets=secrets,
-            requests=requests,
-            cache_hits=result.cache_hits,
-            joined=result.joined,
-        )
+    settings: SettingsT
+    plan: SettingsPlan
+    result: ReadResult
+    references: tuple[tuple[FoundReference, Candidate], ...]
+    reference_values: Mapping[str, str]
+
+
+def _slots(plan: SettingsPlan, result: ReadResult) -> dict[tuple[str, str | None], FetchedSecret]:
+    """The secret each planned field resolved to, keyed by ``PlannedSecret.slot``."""
+    return {
+        planned.slot: resolution.secret
+        for planned, resolution in zip(plan.secrets, result.resolutions, strict=False)
+    }
+
+
+def _reference_values(
+    plan: SettingsPlan,
+    references: Sequence[tuple[FoundReference, Candidate]],
+    result: ReadResult,
+) -> dict[str, str]:
+    """Reference text -> value; :class:`KeyVaultReferenceError` for one that did not resolve."""
+    values: dict[str, str] = {}
+    resolutions: Sequence[Resolution] = result.resolutions[len(plan.secrets) :]
+    for (found, candidate), resolution in zip(references, resolutions, strict=True):
+        secret = resolution.secret
+        if not secret.found or secret.value is None:
+            state = "is disabled" if secret.status is SecretStatus.DISABLED else "does not exist"
+            version = f" version {candidate.ref.version}" if candidate.ref.version else ""
+            raise KeyVaultReferenceError(
+                f'field "{found.field}" ({found.source}): Key Vault reference '
+                f"{shown(found.text)!r} cannot be resolved: secret {candidate.ref.name!r}"
+                f"{version} in {candidate.vault_url} {state}",
+                field=found.field,
+                reference=shown(found.text),
+            )
+        values[found.text] = secret.value
+    return values
 
 
 class VaultLink:
@@ -586,6 +769,10 @@ class VaultLink:
         assert client is not None
         return client
 
+    def pool(self) -> VaultPool:
+        """Every vault's fetcher and client (opening the vault in this loop on first use)."""
+        return self._vault._opened_pool()
+
     async def load(
         self,
         settings_cls: type[SettingsT],
@@ -593,10 +780,10 @@ class VaultLink:
         init_kwargs: dict[str, Any],
         *,
         not_yet_valid: str = "ignore",
-    ) -> tuple[SettingsT, FetchResult, SettingsPlan]:
+    ) -> Loaded[SettingsT]:
         """Exactly what :meth:`KeyVault.load` does (with the watcher's ``not_yet_valid``
-        policy), plus the fetch result and the plan fetched (without the secrets a
-        higher-priority source supplies)."""
+        policy), plus what it read, the plan fetched (without the secrets a higher-priority
+        source supplies) and the Key Vault references it resolved."""
         return await self._vault._load(settings_cls, plan, init_kwargs, not_yet_valid=not_yet_valid)
 
     def build(
@@ -605,9 +792,12 @@ class VaultLink:
         plan: SettingsPlan,
         secrets: Mapping[tuple[str, str | None], FetchedSecret],
         init_kwargs: dict[str, Any],
+        *,
+        references: Mapping[str, str] | None = None,
     ) -> SettingsT:
-        """Validate a complete new instance from ``secrets`` (no I/O)."""
-        return self._vault._build(settings_cls, plan, secrets, init_kwargs)
+        """Validate a complete new instance from ``secrets`` (keyed by ``PlannedSecret.slot``)
+        and the resolved Key Vault references (no I/O)."""
+        return self._vault._build(settings_cls, plan, secrets, init_kwargs, references=references)
 
     def __repr__(self) -> str:
         return repr(self._vault)

@@ -38,16 +38,19 @@ __all__ = ["add_parser", "import_settings_class", "run"]
 
 _DESCRIPTION = """\
 Check a pydantic-settings class against a vault without printing any value. For every field:
-the secret name it maps to, what the vault holds (found, missing, disabled, expired), version
-and update time, and which source would supply the value (environment, dotenv, vault or the
-default). Name collisions and invalid names are reported. Exits 1 if KeyVault.load() would
-fail, so it can gate a deployment.
+the secret name it maps to and the vault it was read from (every name and vault tried, in order,
+with prefix chains and fallback vaults), what the vault holds (found, missing, disabled,
+expired), version and update time, and which source would supply the value (environment,
+dotenv, a Key Vault reference in them, vault or the default). Name collisions and invalid
+names are reported. Exits 1 if KeyVault.load() would fail, so it can gate a deployment.
 """
 
 _EPILOG = """\
 examples:
   kvconfig explain myapp.settings:Settings --vault-url https://myvault.vault.azure.net
   kvconfig explain myapp.settings:Settings --prefix prod- --json > report.json
+  kvconfig explain myapp.settings:Settings --prefix stg- --prefix '' \\
+      --vault shared=https://shared.vault.azure.net --fallback-vault https://legacy.vault.azure.net
   kvconfig explain demo_settings:Settings --vault-url "$VAULT_URL"   (from examples/, with
       the environment printed by `kvconfig emulator`)
 
@@ -126,9 +129,26 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--prefix",
-        default="",
+        action="append",
+        default=None,
         metavar="P",
-        help="the prefix given to KeyVault(prefix=...), prepended to field-derived names",
+        help="the prefix given to KeyVault(prefix=...), prepended to field-derived names; "
+        "repeat it for a chain tried in order (--prefix stg- --prefix '')",
+    )
+    parser.add_argument(
+        "--vault",
+        action="append",
+        default=[],
+        metavar="ALIAS=URL",
+        help="a vault alias, as KeyVault(vaults={ALIAS: URL}) for Secret(vault=ALIAS) (repeatable)",
+    )
+    parser.add_argument(
+        "--fallback-vault",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a vault looked up, in order, for secrets the primary vault lacks, as "
+        "KeyVault(fallback_vaults=[...]) (repeatable; an alias works too)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON document instead of the table"
@@ -187,7 +207,19 @@ async def _explain_with_default_credential(
         vault_url=args.vault_url,
         credential=DefaultAzureCredential(),
         ca_file=args.ca_file,
-        prefix=args.prefix,
+        prefix=tuple(args.prefix) if args.prefix else "",
+        vaults=_aliases(args.vault),
+        fallback_vaults=args.fallback_vault,
         timeout=args.timeout,
         name=args.settings,
     )
+
+
+def _aliases(items: list[str]) -> dict[str, str]:
+    aliases: dict[str, str] = {}
+    for item in items:
+        alias, sep, url = item.partition("=")
+        if not sep or not alias or not url:
+            raise UsageError(f"--vault expects ALIAS=URL, got {item!r}")
+        aliases[alias] = url
+    return aliases

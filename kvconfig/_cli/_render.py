@@ -122,31 +122,45 @@ _STATUS_STYLE = {
 
 def render_report(report: ExplainReport, style: Style) -> str:
     """The human-readable report: header, field table, problems, verdict."""
-    prefix = repr(report.prefix) if report.prefix else "none"
+    prefixes = report.prefixes or (report.prefix,)
+    if len(prefixes) > 1:
+        prefix = " then ".join(repr(p) for p in prefixes)
+    else:
+        prefix = repr(report.prefix) if report.prefix else "none"
+    aliases = ", ".join(f"{alias}={url}" for alias, url in report.vaults.items())
     lines = [
         f"{style('Settings', 'bold')}  {report.settings}",
         f"{style('Vault', 'bold')}     {report.vault_url}  (prefix: {prefix})",
+        *(
+            [f"{style('Fallback', 'bold')}  {', '.join(report.fallback_vaults)}  (in order)"]
+            if report.fallback_vaults
+            else []
+        ),
+        *([f"{style('Aliases', 'bold')}   {aliases}"] if aliases else []),
         f"{style('Sources', 'bold')}   {' > '.join(report.source_order)}  (first wins)",
         f"{style('Read', 'bold')}      {len(report.fields)} fields, "
         f"{report.requests} GET requests, {report.duration_ms:.0f} ms; values are never shown",
         "",
     ]
+    several = len({f.vault for f in report.fields if f.vault}) > 1 or bool(report.fallback_vaults)
     rows: list[list[str | Cell]] = []
     for f in report.fields:
         version = short_version(f.version)
         if f.pinned_version:
             version += " (pinned)"
-        rows.append(
-            [
-                f.field + ("" if f.required else " ?"),
-                _secret_cell(f),
-                Cell(f.status, _STATUS_STYLE.get(f.status, ())),
-                version,
-                format_time(f.updated),
-                _source_cell(f),
-            ]
-        )
+        row: list[str | Cell] = [f.field + ("" if f.required else " ?"), _secret_cell(f)]
+        if several:
+            row.append(_vault_label(f.vault, report))
+        row += [
+            Cell(f.status, _STATUS_STYLE.get(f.status, ())),
+            version,
+            format_time(f.updated),
+            _source_cell(f),
+        ]
+        rows.append(row)
     headers = ["FIELD", "SECRET", "STATUS", "VERSION", "UPDATED", "SOURCE"]
+    if several:
+        headers.insert(2, "VAULT")
     lines.append(render_table(headers, rows, style))
     lines.append(style("  (? = optional: has a default)", "dim"))
     errors = [p for p in report.problems if p.severity == "error"]
@@ -172,8 +186,25 @@ def render_report(report: ExplainReport, style: Style) -> str:
     return "\n".join(lines)
 
 
+def _vault_label(url: str | None, report: ExplainReport) -> str:
+    """An alias for ``url`` when it has one, ``primary``, ``fallback N``, else the URL."""
+    if url is None:
+        return "-"
+    if url.lower() == report.vault_url.lower():
+        return "primary"
+    for alias, target in report.vaults.items():
+        if target == url:
+            return alias
+    for index, fallback in enumerate(report.fallback_vaults, 1):
+        if fallback == url:
+            return f"fallback {index}"
+    return url
+
+
 def _secret_cell(report: FieldReport) -> Cell:
     if report.name_problem is None:
+        if len(report.tried) > 1:
+            return Cell(f"{report.secret} (after {len(report.tried) - 1} x 404)")
         return Cell(report.secret)
     return Cell(f"{report.secret} ({report.name_problem}!)", ("red", "bold"))
 
@@ -184,6 +215,8 @@ def _source_cell(report: FieldReport) -> Cell:
     text = report.winner
     if report.env_var:
         text += f" {report.env_var}"
+    if report.reference:
+        text += " (Key Vault reference)"
     shadowed = [s for s in report.sources[1:] if s in ("vault", "env", "dotenv")]
     if shadowed and not report.nested:
         text += f" (over {', '.join(shadowed)})"

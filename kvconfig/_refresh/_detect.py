@@ -124,8 +124,11 @@ class ChangeDetector:
         clock_skew: float,
         request_timeout: float,
         wall_clock: Callable[[], float] = time.time,
+        refs: Iterable[SecretRef] | None = None,
     ) -> None:
         self._plan = plan
+        # The secrets of this vault to track (several vaults: kvconfig._refresh_routing).
+        self._refs = tuple(refs) if refs is not None else plan.refs
         self._fetcher = fetcher
         self._client = client
         self._on_missing = on_missing
@@ -146,7 +149,7 @@ class ChangeDetector:
     def start(self, secrets: Mapping[Key, FetchedSecret], seen_at: Mapping[Key, float]) -> None:
         """Take the initial load's results; ``seen_at`` is 0 for keys served from the cache."""
         now = datetime.now(UTC)
-        for ref in dict.fromkeys(self._plan.refs):
+        for ref in dict.fromkeys(self._refs):
             secret = secrets[ref.key]
             if ref.version is not None:
                 self._pinned[ref.key] = secret
@@ -155,6 +158,24 @@ class ChangeDetector:
             if secret.found and secret.is_expired(now):
                 # load() has just warned about it.
                 self._warned.add((secret.name.lower(), secret.version, "expired"))
+
+    def track(self, ref: SecretRef, secret: FetchedSecret, seen_at: float) -> None:
+        """Start tracking one more secret, read just now (a further candidate of a chain)."""
+        if ref.version is not None:
+            self._pinned[ref.key] = secret
+        else:
+            self._states[ref.key] = _State(ref, secret, secret, seen_at)
+
+    def answers(self) -> dict[Key, FetchedSecret]:
+        """The vault's latest answer for every tracked secret, and the pinned ones."""
+        answers = dict(self._pinned)
+        answers.update((key, state.seen) for key, state in self._states.items())
+        return answers
+
+    @property
+    def vault_url(self) -> str:
+        """The vault this detector watches."""
+        return self._vault_url
 
     @property
     def tracked(self) -> tuple[SecretRef, ...]:
@@ -308,6 +329,7 @@ class ChangeDetector:
                         new_version=new.version if new.found else None,
                         old_updated=old.updated if old.found else None,
                         new_updated=new.updated if new.found else None,
+                        vault_url=self._vault_url,
                     )
                 )
         return Proposal(detection, held, tuple(changes))

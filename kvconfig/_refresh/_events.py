@@ -19,6 +19,7 @@ class SecretChange:
     """One secret whose version in use changed. Versions and times only, never a value.
 
     ``old_version``/``new_version`` is ``None`` when the secret was missing or disabled.
+    ``vault_url`` is the vault it is in (``None`` only when built without one).
     """
 
     name: str
@@ -26,6 +27,7 @@ class SecretChange:
     new_version: str | None
     old_updated: datetime | None
     new_updated: datetime | None
+    vault_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

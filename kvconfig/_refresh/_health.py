@@ -17,7 +17,8 @@ Three separate questions, because they call for different actions:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -75,7 +76,9 @@ class Health:
         consecutive_failures: Refreshes failed since the last success (0 while fresh).
         refreshes: Refresh attempts so far (the initial load not counted).
         failures: Refresh attempts that failed so far.
-        mode: How changes are detected now: ``"list"`` or ``"get"``.
+        mode: How changes are detected now: ``"list"`` or ``"get"`` (``"mixed"`` when the
+            vaults watched differ).
+        vaults: Each vault watched (URL) and its mode; every vault chooses on its own.
         near_expiry: Watched secrets Key Vault reported ``SecretNearExpiry`` for (through
             ``notify()``), while the reported version is still the one in use.
         expired: Likewise for ``SecretExpired``.
@@ -100,6 +103,7 @@ class Health:
     fresh: bool = False
     degraded: bool = False
     issues: tuple[HealthIssue, ...] = ()
+    vaults: Mapping[str, str] = field(default_factory=dict)
     near_expiry: tuple[str, ...] = ()
     expired: tuple[str, ...] = ()
     push_rereads: int = 0

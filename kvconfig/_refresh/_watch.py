@@ -36,6 +36,7 @@ import inspect
 import logging
 import os
 import random
+import threading
 import time
 import traceback
 import weakref
@@ -53,13 +54,14 @@ from kvconfig._errors import (
     SettingsValidationError,
     VaultUnavailableError,
 )
-from kvconfig._refresh._detect import ChangeDetector, NotYetValid, OnMissing
+from kvconfig._refresh._detect import NotYetValid, OnMissing
 from kvconfig._refresh._events import ChangeEvent, SecretChange, changed_fields
 from kvconfig._refresh._health import Health
+from kvconfig._refresh._routed import RoutedDetection, RoutedDetector, RoutedProposal
+from kvconfig._routing import chain
 from kvconfig._telemetry import telemetry
 
 if TYPE_CHECKING:
-    from kvconfig._refresh._detect import Detection, Proposal
     from kvconfig._refresh._hostshare import HostShare
     from kvconfig._refresh._push import NotifyResult, PushScheduler
     from kvconfig._vault import VaultLink
@@ -191,7 +193,7 @@ class LiveSettings(Generic[SettingsT]):
         self._clock_skew = _seconds(clock_skew, "clock_skew")
         self._init_kwargs = dict(init_kwargs or {})
         self._plan = vault.plan(settings_cls)  # naming errors surface here, before any I/O
-        self._detector: ChangeDetector | None = None
+        self._detector: RoutedDetector | None = None
         self._state = "new"
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Task[ChangeEvent | None] | None = None
@@ -205,11 +207,12 @@ class LiveSettings(Generic[SettingsT]):
         self._failures = 0
         # Push refresh (notify) and host sharing (shared_dir): see the blocks below.
         self._notify_max_delay = _seconds(notify_max_delay, "notify_max_delay")
-        self._push: PushScheduler | None = None
+        self._pushes: dict[str, PushScheduler] = {}  # vault URL -> its scheduler
+        self._loop_thread: int | None = None
         self._shared_dir = None if shared_dir is None else os.fspath(shared_dir)
         self._share: HostShare | None = None
         self._share_resync = False  # a follower's targeted re-read failed: detect on its own
-        self._share_sent: dict[str, str | None] = {}  # name -> version last published/seen
+        self._share_sent: dict[tuple[str, str], str | None] = {}  # last published/seen versions
         self._serial = asyncio.Lock()  # one refresh (poll or targeted) at a time
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -222,27 +225,26 @@ class LiveSettings(Generic[SettingsT]):
         plan = self._plan
         await self._open_share()  # before the load: a rotation after it is then not missed
         try:
-            self.current, result, plan = await vault.load(
+            loaded = await vault.load(
                 self._settings_cls, plan, self._init_kwargs, not_yet_valid=self._not_yet_valid
             )
         except BaseException:
             await self._close_share()
             raise
-        self._plan = plan  # what a higher-priority source supplies is never tracked
-        fetcher = vault.fetcher()
-        self._detector = ChangeDetector(
+        self.current = loaded.settings
+        plan = self._plan = loaded.plan  # what a higher-priority source supplies is never tracked
+        # One detector per vault involved (list or GET mode each), one verdict per refresh; the
+        # secrets behind Key Vault references are tracked too.
+        self._detector = RoutedDetector(
             plan,
-            fetcher,
-            vault.client(),
+            loaded.references,
+            vault.pool(),
             on_missing=self._on_missing,
             not_yet_valid=self._not_yet_valid,
             clock_skew=self._clock_skew,
             request_timeout=vault.request_timeout,
         )
-        # Cached answers count from when their request was actually sent, not from now.
-        self._detector.start(
-            result.secrets, {key: secret.sent_at or 0.0 for key, secret in result.secrets.items()}
-        )
+        self._detector.start(loaded.result, loaded.reference_values)
         self._last_success = datetime.now(UTC)
         self._last_success_at = time.monotonic()
         self._share_sent = self._held_versions()
@@ -283,8 +285,7 @@ class LiveSettings(Generic[SettingsT]):
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._push is not None:
-            await self._push.aclose()  # cancels and awaits its timer task (and a re-read)
+        await self._close_push()
         await self._close_share()
         for stream in list(self._streams):
             stream._close()
@@ -335,6 +336,7 @@ class LiveSettings(Generic[SettingsT]):
             fresh=fresh,
             degraded=bool(issues),
             issues=issues,
+            vaults=self._detector.modes() if self._detector is not None else {},
             **self._push_share_health(),
         )
 
@@ -378,18 +380,19 @@ class LiveSettings(Generic[SettingsT]):
         return stream
 
     # -- push refresh: notify() ----------------------------------------------------------------
-    # A PushScheduler (kvconfig._refresh._push) owned by this watcher: entered after the initial
-    # load, closed (its task cancelled and awaited) by aclose(). It asks `_tracked` which version
-    # is held and calls `_reread` for the names to GET, which goes through `_refresh_names`.
+    # One PushScheduler (kvconfig._refresh._push) per vault watched, owned by this watcher:
+    # entered after the initial load, closed (timer task cancelled and awaited) by aclose(). Each
+    # asks `_tracked` which version of a name is held in its vault and calls `_reread` for the
+    # names to GET, which goes through `_refresh_names` (serialised with the poll).
 
     def notify(self, events: Any) -> NotifyResult:
         """Take Key Vault change events; re-read what they announce, shortly. Never does I/O.
 
         ``events`` is what an Event Grid webhook, a Service Bus or Storage queue message, or
         ``azure-eventgrid`` / ``cloudevents`` objects carry: an Event Grid body (JSON list), a
-        CloudEvent or a batch, as bytes, str, dicts or event objects. Events for other vaults,
-        untracked secrets and versions already held are ignored. For a newer version of a tracked
-        secret, one targeted re-read is scheduled after a random delay in
+        CloudEvent or a batch, as bytes, str, dicts or event objects. Events for vaults not
+        watched, untracked secrets and versions already held are ignored. For a newer version of
+        a tracked secret, one targeted re-read is scheduled after a random delay in
         ``[0, notify_max_delay]`` (repeats coalesce), then validated and published as any
         refresh. ``SecretNearExpiry`` / ``SecretExpired`` are logged and shown in
         :attr:`health`. Safe to call from any thread; after :meth:`aclose` events are ignored.
@@ -403,14 +406,25 @@ class LiveSettings(Generic[SettingsT]):
                 repeats the body).
             ClosedError: The live settings were never started (``async with`` not entered).
         """
-        push = self._push
-        if push is None:
-            if self._state == "closed":
-                from kvconfig._refresh._push import NotifyResult, parse_events
+        from kvconfig._refresh._push import NotifyResult, parse_events
 
+        pushes = list(self._pushes.values())
+        if not pushes:
+            if self._state == "closed":
                 return NotifyResult(ignored=len(parse_events(events)))
             raise ClosedError(f"{self!r} is not running: enter `async with` before notify()")
-        return push.notify(events)
+        if len(pushes) == 1:
+            return pushes[0].notify(events)
+        parsed = parse_events(events)  # once; each scheduler keeps its own vault's events
+        results = [push.notify(parsed) for push in pushes]
+        if threading.get_ident() != self._loop_thread:
+            return NotifyResult()  # decided on the watcher's loop
+        taken = sum(len(parsed) - r.ignored for r in results)  # each event names one vault
+        return NotifyResult(
+            frozenset().union(*(r.scheduled for r in results)),
+            max(0, len(parsed) - taken),
+            sum(r.expiry for r in results),
+        )
 
     @property
     def notify_max_delay(self) -> float:
@@ -420,25 +434,33 @@ class LiveSettings(Generic[SettingsT]):
     async def _start_push(self) -> None:
         from kvconfig._refresh._push import PushScheduler
 
-        push = PushScheduler(
-            self._vault.vault_url,
-            tracked=self._tracked,
-            reread=self._reread,
-            notify_max_delay=self._notify_max_delay,
-        )
-        await push.__aenter__()
-        self._push = push
+        assert self._detector is not None
+        self._loop_thread = threading.get_ident()
+        for url in self._detector.vaults or (self._vault.vault_url,):
+            push = PushScheduler(
+                url,
+                tracked=functools.partial(self._tracked, url),
+                reread=self._reread,
+                notify_max_delay=self._notify_max_delay,
+            )
+            await push.__aenter__()
+            self._pushes[url] = push
 
-    def _tracked(self, name: str) -> str | None:
-        """The version held for a watched secret ("" if none), ``None`` if it is not watched."""
-        detector = self._detector
-        if detector is None or self._state != "running":
+    async def _close_push(self) -> None:
+        pushes, self._pushes = list(self._pushes.values()), {}
+        for push in pushes:
+            await push.aclose()  # cancels and awaits its timer task (and a re-read)
+
+    def _tracked(self, vault_url: str, name: str) -> str | None:
+        """The version held for a watched secret of ``vault_url`` ("" if none), ``None`` if it
+        is not watched there."""
+        if self._state != "running":
             return None
-        key = (name.lower(), None)
-        if key not in {ref.key for ref in detector.tracked}:
+        held = self._held_versions()
+        key = (vault_url, name.lower())
+        if key not in held:
             return None
-        held = detector.held.get(key)
-        return "" if held is None or held.version is None else held.version
+        return held[key] or ""
 
     async def _reread(self, names: set[str]) -> None:
         """The scheduler's re-read: GET ``names`` and publish, serialised with the poll."""
@@ -457,33 +479,34 @@ class LiveSettings(Generic[SettingsT]):
     def _push_share_health(self) -> dict[str, Any]:
         """The push and shared_dir fields of :class:`Health`."""
         fields: dict[str, Any] = {"shared_role": None if self._share is None else self._share.role}
-        push = self._push
-        if push is None:
+        if not self._pushes:
             return fields
         held = self._held_versions()
         near: list[str] = []
         expired: list[str] = []
-        for key, notice in sorted(push.expiry.items()):
-            # A notice about a version no longer held (rotated since) is no longer news.
-            if key in held and (not notice.version or notice.version == (held[key] or "").lower()):
-                (expired if notice.kind == "expired" else near).append(notice.name)
+        for url, push in self._pushes.items():
+            for key, notice in sorted(push.expiry.items()):
+                version = held.get((url, key), "missing")
+                # A notice about a version no longer held (rotated since) is no longer news.
+                if version != "missing" and notice.version in ("", (version or "").lower()):
+                    (expired if notice.kind == "expired" else near).append(notice.name)
         fields.update(
             near_expiry=tuple(near),
             expired=tuple(expired),
-            push_rereads=push.rereads,
-            push_pending=len(push.pending),
+            push_rereads=sum(push.rereads for push in self._pushes.values()),
+            push_pending=sum(len(push.pending) for push in self._pushes.values()),
         )
         return fields
 
-    def _held_versions(self) -> dict[str, str | None]:
-        """Lower-cased name -> version held, for every watched (unpinned) secret."""
+    def _held_versions(self) -> dict[tuple[str, str], str | None]:
+        """(vault URL, lower-cased name) -> version held, for every watched unpinned secret."""
         detector = self._detector
         if detector is None:
             return {}
-        held = detector.held
         return {
-            ref.key[0]: (held[ref.key].version if ref.key in held else None)
-            for ref in detector.tracked
+            (url, name): secret.version
+            for (url, name, pin), secret in detector.held.items()
+            if pin is None
         }
 
     # -- one refresher per host: shared_dir ----------------------------------------------------
@@ -547,20 +570,19 @@ class LiveSettings(Generic[SettingsT]):
         self._share_sent = self._held_versions()
 
     def _share_changes(self) -> list[SecretChange]:
-        """Changes of held versions since the last publish (never a value)."""
+        """Changes of held versions since the last publish, by name (never a value)."""
         detector = self._detector
         assert detector is not None
         held = detector.held
-        changes: list[SecretChange] = []
         now = self._held_versions()
-        for ref in detector.tracked:
-            name = ref.key[0]
-            if now.get(name) != self._share_sent.get(name):
-                secret = held.get(ref.key)
+        changes: list[SecretChange] = []
+        for (url, name), version in now.items():
+            before = self._share_sent.get((url, name))
+            if version != before:
+                secret = held.get((url, name, None))
                 updated = secret.updated if secret is not None else None
-                changes.append(
-                    SecretChange(ref.name, self._share_sent.get(name), now[name], None, updated)
-                )
+                label = secret.name if secret is not None and secret.name else name
+                changes.append(SecretChange(label, before, version, None, updated, url))
         self._share_sent = now
         return changes
 
@@ -660,9 +682,9 @@ class LiveSettings(Generic[SettingsT]):
     def _refresh_timeout(self) -> float:
         """One refresh's budget: an interval, never more than ``startup_timeout``."""
         assert self._detector is not None
-        return min(self._detector._fetcher.startup_timeout, self._interval)
+        return min(self._detector.startup_timeout, self._interval)
 
-    def _apply(self, detection: Detection, started: float) -> ChangeEvent | None:
+    def _apply(self, detection: RoutedDetection, started: float) -> ChangeEvent | None:
         """Apply the policies to a detection; validate the complete new Settings; publish it if
         a field changed. Never awaits: nothing can interleave between validation and the swap.
         Callbacks are queued for the dispatcher, never run here.
@@ -685,7 +707,11 @@ class LiveSettings(Generic[SettingsT]):
                 try:
                     # Validate the complete new Settings before anything is published.
                     new = self._vault.build(
-                        self._settings_cls, self._plan, proposal.held, self._init_kwargs
+                        self._settings_cls,
+                        self._plan,
+                        proposal.held,
+                        self._init_kwargs,
+                        references=proposal.references,
                     )
                     break
                 except SettingsValidationError as exc:
@@ -714,7 +740,7 @@ class LiveSettings(Generic[SettingsT]):
             raise rejection  # nothing else to publish: the caller learns why, as before
         return event
 
-    def _at_fault(self, exc: SettingsValidationError, proposal: Proposal) -> dict[str, str]:
+    def _at_fault(self, exc: SettingsValidationError, proposal: RoutedProposal) -> dict[str, str]:
         """The changed secrets (lower-cased name -> why) behind ``exc``'s failing locations.
 
         Without a location that points at one (a parse error, a cross-field validator), each
@@ -728,16 +754,23 @@ class LiveSettings(Generic[SettingsT]):
             where = ".".join(str(part) for part in loc) or self._settings_cls.__name__
             line = f"{where}: {error.get('msg', 'invalid')}"
             for planned in self._plan.secrets_for_location(loc):
-                name = planned.name.lower()
-                if name in changed and line not in reasons.setdefault(name, []):
-                    reasons[name].append(line)
+                # Any name of its chain (prefixes, fallback vaults) may be the one that changed.
+                for name in {c.ref.name.lower() for c in chain(planned)} & changed.keys():
+                    if line not in reasons.setdefault(name, []):
+                        reasons[name].append(line)
         if not reasons and len(changed) > 1:
             detector = self._detector
             assert detector is not None
             for name in changed:
                 alone = detector.without(proposal, [n for n in changed if n != name])
                 try:
-                    self._vault.build(self._settings_cls, self._plan, alone.held, self._init_kwargs)
+                    self._vault.build(
+                        self._settings_cls,
+                        self._plan,
+                        alone.held,
+                        self._init_kwargs,
+                        references=alone.references,
+                    )
                 except SettingsValidationError as own:
                     reasons[name] = [_first_line(own)]
         if not reasons:
@@ -745,7 +778,8 @@ class LiveSettings(Generic[SettingsT]):
         return {
             name: (
                 f"version {changed[name].new_version} of secret {changed[name].name} in "
-                f"{self._vault.vault_url} does not validate ({'; '.join(lines)}); keeping "
+                f"{changed[name].vault_url or self._vault.vault_url} does not validate "
+                f"({'; '.join(lines)}); keeping "
                 f"version {changed[name].old_version}"
             )
             for name, lines in reasons.items()
@@ -835,12 +869,18 @@ class LiveSettings(Generic[SettingsT]):
             )
         self._report_error(exc)
 
+    @property
+    def _where(self) -> str:
+        """The vault(s) watched, for log lines."""
+        vaults = self._detector.vaults if self._detector is not None else ()
+        return ", ".join(vaults) if vaults else self._vault.vault_url
+
     def _record_success(self) -> None:
         if self._consecutive_failures:
             logger.info(
                 "refresh of %s from %s recovered after %d failed attempt(s)",
                 self._settings_cls.__name__,
-                self._vault.vault_url,
+                self._where,
                 self._consecutive_failures,
             )
         self._consecutive_failures = 0
@@ -853,7 +893,7 @@ class LiveSettings(Generic[SettingsT]):
         self._consecutive_failures += 1
         count = self._consecutive_failures
         name = self._settings_cls.__name__
-        url = self._vault.vault_url
+        url = self._where
         if isinstance(exc, KvConfigError):
             # kvconfig's messages name fields, secrets and the vault, never values.
             self._last_error = f"{type(exc).__name__}: {exc}"
@@ -910,7 +950,7 @@ class LiveSettings(Generic[SettingsT]):
                 "refreshed %s from %s: generation %d, %d secret(s) and %d field(s) changed, "
                 "%d request(s) (%s mode), %.1f ms",
                 self._settings_cls.__name__,
-                self._vault.vault_url,
+                self._where,
                 event.generation,
                 len(event.secrets),
                 len(event.fields),
@@ -923,7 +963,7 @@ class LiveSettings(Generic[SettingsT]):
             logger.info(
                 "refreshed %s from %s: generation %d kept, %s, %d request(s) (%s mode), %.1f ms",
                 self._settings_cls.__name__,
-                self._vault.vault_url,
+                self._where,
                 self._generation,
                 f"{len(changes)} secret(s) changed, no value" if changes else "no change",
                 requests,

@@ -4,7 +4,8 @@
   runs, and the first must end by running the demo (``tests/cli`` runs the demo itself).
 - ``python`` blocks run in order in one fresh interpreter, with the environment that
   ``kvconfig emulator`` exports (``VAULT_URL``, ``SSL_CERT_FILE``, ``IDENTITY_*``), so
-  ``DefaultAzureCredential()`` gets its token from the emulator for real.
+  ``DefaultAzureCredential()`` gets its token from the emulator for real, plus
+  ``SHARED_VAULT_URL`` and ``LEGACY_VAULT_URL`` (two more vaults of the same emulator).
 - A block after ``<!-- readme-test: pytest -->`` is a test file: it runs under pytest in a
   directory outside the repository, the plugin coming from the entry point.
 - Other ``bash`` blocks run in a temporary directory with the virtualenv on ``PATH``.
@@ -67,12 +68,27 @@ def blocks() -> list[Block]:
     return found
 
 
+# The "Several vaults and environments" example: a shared and a legacy vault.
+SHARED_SEED = {
+    "partner-key": "readme-partner-key",
+    "telemetry--endpoint": "https://telemetry.example",
+    "telemetry--api-key": "readme-telemetry-key",
+    "queue": "readme-queue",
+}
+LEGACY_SEED = {"queue-name": "readme-legacy-queue"}
+
+
 @pytest.fixture(scope="module")
 def emulator_env() -> Iterator[dict[str, str]]:
-    with EmulatorThread() as emu:
+    thread = EmulatorThread()
+    with thread as emu:
         emu.seed(SEED)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "MSI_"))}
         env.update(emu.environment())
+        env["SHARED_VAULT_URL"] = thread.call(emu.add_vault("shared"))
+        env["LEGACY_VAULT_URL"] = thread.call(emu.add_vault("legacy"))
+        emu.seed(SHARED_SEED, "shared")
+        emu.seed(LEGACY_SEED, "legacy")
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
         yield env
 

@@ -126,6 +126,11 @@ class Required(BaseSettings):
     port: int
 
 
+class ByNameIgnore(BaseSettings):
+    model_config = SettingsConfigDict(validate_by_name=True, extra="ignore")
+    token: str = Field(alias="svcToken")
+
+
 @dataclass
 class Case:
     cls: type[BaseSettings]
@@ -133,6 +138,8 @@ class Case:
     options: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     lists: bool = False  # the drop-in needs one list pass for this class
+    init: dict[str, Any] = field(default_factory=dict)
+    skipped: tuple[str, ...] = ()  # names the drop-in must not request (supplied earlier)
 
 
 DASH = {"dash_to_underscore": True}
@@ -198,13 +205,83 @@ CASES: dict[str, Case] = {
         NestedSettings, {"inner--host": "h", "inner--unknown": "u"}, DASH, lists=True
     ),
     "missing_required": Case(Required, {"api-key": "k"}, DASH),
+    # A higher-priority source supplies the field: same result, fewer requests.
+    "env_supplies_field": Case(
+        Precedence,
+        {"api-key": "vault", "region": "east"},
+        DASH,
+        {"API_KEY": "env"},
+        skipped=("api-key",),
+    ),
+    "init_supplies_field": Case(
+        Precedence, {"api-key": "vault"}, DASH, init={"api_key": "init"}, skipped=("api-key",)
+    ),
+    "init_none_wins": Case(
+        NoneStr, {"maybe": "vault"}, DASH, init={"maybe": None}, skipped=("maybe",)
+    ),
+    "env_supplies_alias_choice": Case(
+        Choices, {"new-name": "vault"}, DASH, {"old-name": "env"}, skipped=("new-name", "old-name")
+    ),
+    "init_supplies_nested_model": Case(
+        Nested,
+        {"database": '{"host": "j", "port": 1}', "database--host": "v", "database--port": "2"},
+        DASH,
+        init={"database": Database(host="init")},
+        skipped=("database", "database--host", "database--port", "database--max-connections"),
+    ),
+    "init_supplies_nested_dict_fully": Case(
+        Nested,
+        {"database": '{"host": "j", "port": 1}', "database--port": "2"},
+        DASH,
+        init={"database": {"host": "i", "port": 3, "max_connections": 4}},
+        skipped=("database", "database--host", "database--port"),
+    ),
+    "init_partial_nested_plus_vault_leaf": Case(
+        Nested,
+        {"database--host": "vault", "database--port": "7"},
+        DASH,
+        init={"database": {"host": "init"}},
+        skipped=("database--host",),
+    ),
+    "env_partial_nested_plus_vault_leaf": Case(
+        Nested,
+        {"database": '{"port": 1}', "database--host": "vault", "database--max-connections": "3"},
+        DASH,
+        {"DATABASE": '{"host": "env", "max_connections": 9}'},
+        skipped=("database--host", "database--max-connections"),
+    ),
+    "init_nested_key_not_the_alias": Case(
+        NestedChoices,
+        {"service--url": "vault"},
+        DASH,
+        init={"service": {"endpoint": "init-by-name"}},  # pydantic reads `url` first: not supplied
+    ),
+    "env_partial_union": Case(
+        Unions,
+        {"cache--url": "redis://vault", "cache--servers": '["m"]', "extra--a": "1"},
+        DASH,
+        {"CACHE": '{"url": "redis://env"}'},
+        lists=True,
+    ),
+    "env_supplies_dict_field": Case(
+        Flags, {"feature-flags--beta": "true"}, DASH, {"FEATURE_FLAGS": '{"a": true}'}, lists=True
+    ),
+    "init_supplies_dict_field_as_string": Case(
+        Flags, {"feature-flags--beta": "true"}, DASH, init={"feature_flags": "not-a-dict"}
+    ),
+    # validate_by_name: a vault secret under the field name lands beside the env's alias and
+    # BaseSettings' extra="forbid" rejects it; the drop-in must read it to give the same error.
+    "by_name_env_alias_vault_name": Case(ByName, {"token": "vault"}, DASH, {"SVCTOKEN": "env"}),
+    "by_name_extra_ignore_skips": Case(
+        ByNameIgnore, {"token": "vault"}, DASH, {"SVCTOKEN": "env"}, skipped=("token", "svctoken")
+    ),
     "invalid_value": Case(Required, {"api-key": "k", "port": "not-a-number"}, DASH),
 }
 
 
-def _result(cls: type[BaseSettings], factory: SourceFactory) -> Any:
+def _result(cls: type[BaseSettings], factory: SourceFactory, init: dict[str, Any]) -> Any:
     try:
-        return ("ok", with_source(cls, factory)().model_dump())
+        return ("ok", with_source(cls, factory)(**init).model_dump())
     except ValidationError as exc:
         return ("invalid", [(e["type"], e["loc"]) for e in exc.errors()])
 
@@ -226,11 +303,13 @@ def test_same_result_as_pydantic_settings(
     sync_emulator.seed(case.secrets)
     for key, value in case.env.items():
         monkeypatch.setenv(key, value)
-    expected = _result(case.cls, reference(**case.options))
+    expected = _result(case.cls, reference(**case.options), case.init)
     before = len(sync_emulator.requests)
-    actual = _result(case.cls, dropin(**case.options))
+    actual = _result(case.cls, dropin(**case.options), case.init)
     assert actual == expected
     ours = sync_emulator.requests[before:]
+    read = {r.path.strip("/").split("/")[1].lower() for r in ours if r.path.count("/") >= 2}
+    assert read.isdisjoint(case.skipped), read & set(case.skipped)
     assert _lists(sync_emulator) - 1 == (1 if case.lists else 0)  # pydantic-settings lists once
     assert len([r for r in ours if r.status != 401]) <= len(case.secrets) + 12 + case.lists * 1
 
@@ -242,6 +321,6 @@ def test_async_credential_gives_the_same_result(
 ) -> None:
     case = CASES["nested_leaves"]
     sync_emulator.seed(case.secrets)
-    assert _result(case.cls, dropin(aio=True, **case.options)) == _result(
-        case.cls, reference(**case.options)
+    assert _result(case.cls, dropin(aio=True, **case.options), {}) == _result(
+        case.cls, reference(**case.options), {}
     )

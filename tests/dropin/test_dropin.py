@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import pathlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +13,12 @@ import pytest
 from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings
 
-from kvconfig import AzureKeyVaultSettingsSource, ConfigurationError, VaultAuthenticationError
+from kvconfig import (
+    AzureKeyVaultSettingsSource,
+    ConfigurationError,
+    VaultAuthenticationError,
+    VaultPermissionError,
+)
 from kvconfig.emulator import KeyVaultEmulator
 
 from .conftest import SourceFactory, with_source
@@ -107,14 +113,16 @@ def test_refused_credential_raises_vault_error(sync_emulator: KeyVaultEmulator) 
 
             return AccessToken("not-a-token", 2**31)
 
+    source = AzureKeyVaultSettingsSource(
+        Settings,
+        sync_emulator.vault_url,
+        BadCredential(),
+        dash_to_underscore=True,
+        ca_file=sync_emulator.ca_file,
+    )
+    assert sync_emulator.requests == []  # read when called, not when constructed
     with pytest.raises(VaultAuthenticationError):
-        AzureKeyVaultSettingsSource(
-            Settings,
-            sync_emulator.vault_url,
-            BadCredential(),
-            dash_to_underscore=True,
-            ca_file=sync_emulator.ca_file,
-        )
+        source()
 
 
 def test_logs_one_line_without_values(
@@ -128,3 +136,122 @@ def test_logs_one_line_without_values(
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "pydantic-settings rules" in text
     assert "db.local" not in text and "pw" not in text.split() and "k1" not in text
+
+
+def _read(emu: KeyVaultEmulator, since: int = 0) -> list[str]:
+    """The secret names GET by name since request ``since`` (no list, no challenge)."""
+    return sorted(
+        r.path.strip("/").split("/")[1]
+        for r in emu.requests[since:]
+        if r.status != 401 and r.path.count("/") >= 2
+    )
+
+
+def _source(
+    emu: KeyVaultEmulator, cls: type[BaseSettings] = Settings, client_id: str | None = None
+) -> AzureKeyVaultSettingsSource:
+    return AzureKeyVaultSettingsSource(
+        cls,
+        emu.vault_url,
+        emu.sync_credential(client_id),
+        dash_to_underscore=True,
+        ca_file=emu.ca_file,
+        startup_timeout=3.0,
+    )
+
+
+def test_constructed_but_never_called_makes_no_request(sync_emulator: KeyVaultEmulator) -> None:
+    sync_emulator.seed(SECRETS)
+    source = _source(sync_emulator)
+    assert repr(source.env_vars) == "<secrets not read yet>"
+    del source
+    gc.collect()
+    assert sync_emulator.requests == []
+
+
+def test_called_directly_reads_everything_once(sync_emulator: KeyVaultEmulator) -> None:
+    sync_emulator.seed(SECRETS)
+    source = _source(sync_emulator)
+    values = source()  # no BaseSettings around it: no current state, nothing supplied
+    assert values["database"]["host"] == "db.local"
+    names = ["api-key", "database", "database--host", "database--password", "log-level"]
+    assert _read(sync_emulator) == names
+    before = len(sync_emulator.requests)
+    assert source() == values  # a second call asks only for names not asked yet: none
+    assert len(sync_emulator.requests) == before
+
+
+def test_direct_lookup_before_any_call_reads_on_first_use(sync_emulator: KeyVaultEmulator) -> None:
+    sync_emulator.seed(SECRETS)
+    source = _source(sync_emulator)
+    assert sync_emulator.requests == []
+    assert source.env_vars["database--host"] == "db.local"
+    assert _read(sync_emulator)[0] == "api-key"
+
+
+def test_fields_supplied_earlier_are_not_requested(
+    sync_emulator: KeyVaultEmulator,
+    dropin: Callable[..., SourceFactory],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sync_emulator.seed(SECRETS)
+    cls = with_source(Settings, dropin(dash_to_underscore=True))
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
+    settings = cls(api_key="from-init")
+    assert settings.api_key.get_secret_value() == "from-init"  # type: ignore[attr-defined]
+    assert settings.log_level == "DEBUG"  # type: ignore[attr-defined]
+    assert _read(sync_emulator) == ["database", "database--host", "database--password"]
+
+    # A partly supplied model: only its missing leaves (and its JSON secret) are read, and
+    # they merge under what the environment gave, as pydantic-settings' deep update does.
+    before = len(sync_emulator.requests)
+    monkeypatch.setenv("DATABASE", '{"host": "env-host"}')
+    settings = cls(api_key="from-init")
+    assert settings.database.host == "env-host"  # type: ignore[attr-defined]
+    assert settings.database.password.get_secret_value() == "pw"  # type: ignore[attr-defined]
+    assert _read(sync_emulator, before) == ["database", "database--password"]
+
+    before = len(sync_emulator.requests)
+    settings = cls(api_key="k", database=Database(host="h", password=SecretStr("p")))
+    assert settings.database.host == "h"  # type: ignore[attr-defined]
+    assert sync_emulator.requests[before:] == []  # everything supplied: no request, no loop
+
+
+def test_a_refusal_on_a_supplied_field_does_not_fail_settings(
+    sync_emulator: KeyVaultEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync_emulator.seed(SECRETS)
+    sync_emulator.add_identity("lister", permissions=["list"])  # every GET is a 403
+    cls = with_source(Settings, lambda c: _source(sync_emulator, c, "lister"))
+    monkeypatch.setenv("LOG_LEVEL", "INFO")
+    monkeypatch.setenv("DATABASE", '{"host": "h", "password": "p"}')
+    assert cls(api_key="k").database.host == "h"  # type: ignore[attr-defined]
+    assert sync_emulator.requests == []
+    monkeypatch.delenv("LOG_LEVEL")
+    with pytest.raises(VaultPermissionError):  # the same identity, a field left to the vault
+        cls(api_key="k")
+
+
+def test_a_bad_secret_for_a_supplied_field_is_never_read(
+    sync_emulator: KeyVaultEmulator,
+    dropin: Callable[..., SourceFactory],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sync_emulator.seed({**SECRETS, "database": "{not json"})  # pydantic-settings: SettingsError
+    monkeypatch.setenv("DATABASE", '{"host": "h", "password": "p"}')
+    settings = with_source(Settings, dropin(dash_to_underscore=True))()
+    assert settings.database.host == "h"  # type: ignore[attr-defined]
+    assert _read(sync_emulator) == ["api-key", "log-level"]
+
+
+def test_a_dotenv_file_supplies_too(
+    sync_emulator: KeyVaultEmulator,
+    dropin: Callable[..., SourceFactory],
+    tmp_path: pathlib.Path,
+) -> None:
+    sync_emulator.seed(SECRETS)
+    env_file = tmp_path / ".env"
+    env_file.write_text("API_KEY=from-dotenv\nLOG_LEVEL=WARNING\n")
+    settings = with_source(Settings, dropin(dash_to_underscore=True))(_env_file=env_file)
+    assert settings.api_key.get_secret_value() == "from-dotenv"  # type: ignore[attr-defined]
+    assert _read(sync_emulator) == ["database", "database--host", "database--password"]

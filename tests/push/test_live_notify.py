@@ -229,8 +229,8 @@ async def test_lifecycle_of_the_scheduler(
         async with live:
             assert live.notify([event(emu, "db-password", "1" * 32)]).scheduled
             assert live.health.push_pending == 1
-            push = live._push
-            assert push is not None and push._task is not None
+            [push] = live._pushes.values()
+            assert push._task is not None
         assert push._task is None  # cancelled and awaited with the watcher
         assert live.notify([event(emu, "db-password", "2" * 32)]).ignored == 1
         assert not any(t.get_name() == "kvconfig-push" for t in asyncio.all_tasks())

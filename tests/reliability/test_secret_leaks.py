@@ -8,7 +8,8 @@ for the marker and for each canary's hex part:
   message, exception text and stack);
 - every exception kvconfig raises (message, repr, ``errors``, formatted traceback with chained
   exceptions): validation failure with a bad value, missing required, 403, 401 with a wrong
-  credential, unavailable, an invalid rotated value on refresh, ClosedError;
+  credential, unavailable, an invalid rotated value on refresh, ClosedError, a Key Vault
+  reference that does not resolve (missing, disabled), a secret missing from every vault;
 - the repr and str of kvconfig objects (``KeyVault``, ``LiveSettings``, ``ChangeEvent``,
   ``SecretChange``, ``Health``, ``FetchedSecret``, plans, errors) and of the Settings instances
   (``SecretStr`` fields, their ``model_dump`` and JSON);
@@ -50,6 +51,7 @@ from pydantic_settings import BaseSettings
 from kvconfig import (
     ChangeEvent,
     ClosedError,
+    KeyVaultReferenceError,
     MalformedResponseError,
     MissingSettingError,
     Secret,
@@ -267,6 +269,80 @@ async def test_no_value_leaks_from_the_library(
         ("port",),
         ("signing_key",),
     ]
+    assert leaks == [], "\n".join(leaks[:10])
+
+
+class MultiVault(BaseSettings):
+    api_key: SecretStr  # primary, through the prefix chain
+    queue: SecretStr  # a fallback vault
+    partner: Annotated[SecretStr, Secret(vault="shared")]
+    database: Annotated[Database, Secret(vault="shared")]
+    referenced: SecretStr = SecretStr("unset")
+
+
+async def test_no_value_leaks_from_several_vaults_and_references(
+    keyvault_emulator: KeyVaultEmulator, scanner: Scanner
+) -> None:
+    emu = keyvault_emulator
+    s = scanner.secret
+    shared = await emu.add_vault("shared")
+    legacy = await emu.add_vault("legacy")
+    emu.seed({"api-key": s()})
+    emu.seed(
+        {"partner": s(), "database--host": s(), "database--password": s(), "ref": s()}, "shared"
+    )
+    emu.seed({"queue": s()}, "legacy")
+    emu.set_secret("off", s(), "legacy", enabled=False)
+    ref = f"@Microsoft.KeyVault(SecretUri={shared}/secrets/ref)"
+    async with make_vault(
+        emu, vaults={"shared": shared}, fallback_vaults=[legacy], prefix=("stg-", ""), ttl=0
+    ) as vault:
+        settings = await vault.load(MultiVault, referenced=ref)
+        assert settings.referenced.get_secret_value().startswith(CANARY_PREFIX)
+        plan = vault.plan(MultiVault)
+        scanner.add("multi settings", settings, settings.model_dump(), settings.model_dump_json())
+        scanner.add("multi plan", vault, plan, *plan.secrets)
+        async with vault.watch(MultiVault, interval=60, referenced=ref) as live:
+            emu.set_secret("partner", s("rotated"), "shared")
+            emu.set_secret("ref", s("rotated"), "shared")
+            event = await live.refresh()
+            assert event is not None and set(event.fields) == {"partner", "referenced"}
+            scanner.add("multi live", live, live.health, live.current, event, *event.secrets)
+            scanner.add("multi held", *(live._detector.held.values() if live._detector else ()))
+        await _expect(
+            scanner,
+            "reference 404",
+            KeyVaultReferenceError,
+            vault.load(MultiVault, referenced=ref.replace("/ref)", "/nope)")),
+        )
+        await _expect(
+            scanner,
+            "reference disabled",
+            KeyVaultReferenceError,
+            vault.load(
+                MultiVault, referenced=f"@Microsoft.KeyVault(SecretUri={legacy}/secrets/off)"
+            ),
+        )
+        emu.delete_secret("queue", "legacy")
+        await _expect(scanner, "multi missing", MissingSettingError, vault.load(MultiVault))
+    # kvconfig explain across the three vaults, a reference in the environment.
+    from kvconfig._cli._render import Style, render_report
+    from kvconfig._report import explain
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REFERENCED", ref)
+        report = await explain(
+            MultiVault,
+            vault_url=emu.vault_url,
+            credential=emu.credential(),
+            ca_file=emu.ca_file,
+            prefix=("stg-", ""),
+            vaults={"shared": shared},
+            fallback_vaults=[legacy],
+        )
+    scanner.add("multi explain", render_report(report, Style(False)), str(report.to_json()))
+    leaks = scanner.leaks()
+    assert scanner.records > 10, "the loggers captured nothing"
     assert leaks == [], "\n".join(leaks[:10])
 
 
@@ -494,7 +570,7 @@ async def test_no_value_leaks_from_live_notify_health_and_shared_dir(
         emu.set_secret("api-key", s("rotated"))
         await until(lambda: a.generation >= 1 and b.generation >= 1)
         for live in (a, b):
-            scanner.add("live", live, live.health, live.health.last_error, live._push)
+            scanner.add("live", live, live.health, live.health.last_error, *live._pushes.values())
         scanner.add("shared dir", *(p.read_text() for p in shared.iterdir()))
     leaks = scanner.leaks()
     record("library.leaks.live_push_share_found", len(leaks), target="0")
@@ -792,6 +868,11 @@ def test_no_value_leaks_from_the_sync_api_and_the_dropin(scanner: Scanner) -> No
         source = sources[0]
         assert isinstance(source, AzureKeyVaultSettingsSource)
         scanner.add("dropin", dropped, source, source.env_vars)
+        # Fields supplied by init kwargs are skipped (the INFO line counts them; the DEBUG line
+        # says when nothing is left to read): neither shows a value.
+        partly = Dropin(api_key=s("init"))
+        fully = Dropin(api_key=s("init"), database={"host": s("h"), "password": s("p")})
+        scanner.add("dropin supplied", partly, fully, sources[-2].env_vars, sources[-1].env_vars)
         emu.faults.fail_next(1, status=403)
         with pytest.raises(VaultPermissionError) as refused:
             Dropin()
