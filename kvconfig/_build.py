@@ -20,6 +20,7 @@ from pydantic_settings.exceptions import SettingsError
 from pydantic_settings.sources import DefaultSettingsSource
 
 from kvconfig._errors import MissingSettingError, SettingsValidationError
+from kvconfig._lean_sources import drop_idle_sources
 from kvconfig._model import FetchedSecret, FetchResult, SecretStatus
 from kvconfig._names import PlannedSecret, SettingsPlan
 from kvconfig._redact import safe_errors
@@ -126,6 +127,8 @@ def build_settings(
             source = KeyVaultSettingsSource(settings_cls)
             source._bind(plan, secrets)
             sources = insert_source(sources, source)
+        # Idle env/dotenv sources would walk every field for nothing (precedence unchanged).
+        sources = drop_idle_sources(sources)
         return settings_cls(_build_sources=(sources, kwargs))
     except ValidationError as exc:
         error = _validation_error(settings_cls, plan, secrets, exc, vault_url)

@@ -41,7 +41,8 @@ from pydantic_settings import BaseSettings
 from kvconfig._build import build_settings, log_load, needed_plan
 from kvconfig._cache import SecretCache
 from kvconfig._client import (
-    build_secret_client,
+    VaultClients,
+    build_clients,
     build_session,
     build_ssl_context,
     signalling,
@@ -165,6 +166,7 @@ class KeyVault:
         self._ssl_context = ssl_context if ssl_context is not None else build_ssl_context(ca_file)
         self._session: aiohttp.ClientSession | None = None
         self._client: SecretClient | None = None
+        self._clients: VaultClients | None = None
         self._fetcher: SecretFetcher | None = None
         self._cache = SecretCache(self._ttl)  # survives a change of event loop
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -205,13 +207,13 @@ class KeyVault:
 
     async def _release(self) -> None:
         """Close what is bound to the current event loop: fetcher, client, session. Idempotent."""
-        fetcher, client, session = self._fetcher, self._client, self._session
-        self._fetcher = self._client = self._session = None
+        fetcher, clients, session = self._fetcher, self._clients, self._session
+        self._fetcher = self._client = self._clients = self._session = None
         try:
             if fetcher is not None:
                 await fetcher.aclose()
-            if client is not None:
-                await client.close()
+            if clients is not None:
+                await clients.close()
         finally:
             if session is not None:
                 await session.close()
@@ -266,15 +268,16 @@ class KeyVault:
             )
             # The wrapper tells the fetcher when the token is in: priming can stop early.
             credential = signalling(self._credential)
-            self._client = build_secret_client(
+            self._clients = clients = build_clients(
                 self._vault_url,
                 credential,
                 self._session,
                 trust_env=self._trust_env,
                 api_version=self._api_version,
             )
+            self._client = clients.secrets
             self._fetcher = SecretFetcher(
-                self._client,
+                clients.reader,
                 vault_url=self._vault_url,
                 cache=self._cache,
                 max_concurrency=self._max_concurrency,
