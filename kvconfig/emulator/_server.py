@@ -53,7 +53,8 @@ class RequestRecord:
     """One served vault API request (challenges and injected faults included).
 
     ``status`` is the final HTTP status, or 0 when the connection was reset on purpose.
-    ``time`` is ``time.monotonic()`` when the request arrived.
+    ``time`` is ``time.monotonic()`` when the request arrived. ``peer`` is the client's
+    ``host:port``: one value per connection, so counting them counts connections.
     """
 
     method: str
@@ -62,6 +63,7 @@ class RequestRecord:
     vault: str
     query: dict[str, str] = field(default_factory=dict)
     time: float = 0.0
+    peer: str = ""
 
 
 class _Reset(Exception):
@@ -284,6 +286,8 @@ class VaultServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         arrived = time.monotonic()
         vault = self._vault(request)
+        peername = request.transport.get_extra_info("peername") if request.transport else None
+        peer = f"{peername[0]}:{peername[1]}" if peername else ""
         status = 0
         try:
             response = await self._serve(request, vault)
@@ -298,7 +302,7 @@ class VaultServer:
         finally:
             self._requests.append(
                 RequestRecord(
-                    request.method, request.path, status, vault, dict(request.query), arrived
+                    request.method, request.path, status, vault, dict(request.query), arrived, peer
                 )
             )
 
