@@ -53,12 +53,14 @@ def _sources(
     settings_cls: type[BaseSettings], init_kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """pydantic-settings' sources for ``settings_cls`` as ``Settings(**init_kwargs)`` builds them
-    (the one place its private ``_settings_init_sources`` is called)."""
+    (the one place its private ``_settings_init_sources`` is called), less the idle ones."""
     values = dict(init_kwargs)
     # `_env_file=`, `_secrets_dir=`, ... configure the sources, as in `Settings(...)`.
     options = {k: values.pop(k) for k in list(values) if k in source_options()}
     sources, kwargs = settings_cls._settings_init_sources(_init_kwargs=values, **options)
-    return tuple(sources), kwargs
+    # Idle env/dotenv sources would walk every field for nothing, in needed_plan() and in the
+    # build; dropping them changes no value and no precedence (kvconfig._lean_sources).
+    return drop_idle_sources(sources), kwargs
 
 
 def needed_plan(
@@ -127,8 +129,6 @@ def build_settings(
             source = KeyVaultSettingsSource(settings_cls)
             source._bind(plan, secrets)
             sources = insert_source(sources, source)
-        # Idle env/dotenv sources would walk every field for nothing (precedence unchanged).
-        sources = drop_idle_sources(sources)
         return settings_cls(_build_sources=(sources, kwargs))
     except ValidationError as exc:
         error = _validation_error(settings_cls, plan, secrets, exc, vault_url)
