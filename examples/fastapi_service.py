@@ -3,7 +3,11 @@
 - ``VaultSettings.lifespan`` loads the settings before the app serves (a failure fails startup),
   refreshes them in the background and closes everything on shutdown.
 - Handlers take ``Settings`` (``Annotated[ServiceSettings, Depends(...)]``): typed, no I/O.
-- ``GET /health`` serves ``live.health``: 200 while fresh, 503 once stale; never a value.
+- ``GET /health`` serves ``live.health`` for a readiness probe: 200 while a validated
+  configuration is served (also through a vault outage), ``fresh`` / ``degraded`` / ``issues``
+  in the body for alerts; ``GET /health?strict=true`` is 503 once stale. Never a value.
+- Refresh failures and rejected values reach ``on_refresh_error`` (here: one log line; in a
+  service, your error tracker), value-free.
 - kvconfig's INFO lines (loads, rotations, refresh failures) are shown under uvicorn: uvicorn
   configures only its own loggers, so this module gives ``kvconfig`` a handler (see README).
 
@@ -28,7 +32,7 @@ from fastapi import Depends, FastAPI
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kvconfig import LiveSettings
+from kvconfig import KvConfigError, LiveSettings
 from kvconfig.integrations.fastapi import VaultSettings
 
 
@@ -54,10 +58,17 @@ def _log_kvconfig_to_stderr() -> None:
 
 _log_kvconfig_to_stderr()
 
+
+def _report(error: KvConfigError) -> None:
+    """on_refresh_error: kvconfig's error, never a value (send it to an error tracker)."""
+    logging.getLogger("fastapi_service").warning("settings refresh: %s", error)
+
+
 vault_settings = VaultSettings(
     ServiceSettings,
     vault_url=os.environ.get("VAULT_URL", ""),
     interval=float(os.environ.get("KVCONFIG_INTERVAL", "60")),
+    on_refresh_error=_report,
     ca_file=os.environ.get("KVCONFIG_CA_FILE") or None,
 )
 Settings = Annotated[ServiceSettings, Depends(vault_settings.current)]

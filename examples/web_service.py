@@ -5,8 +5,11 @@
 - A background task refreshes them every ``interval`` seconds; a rotated secret is picked up
   without a restart, and an invalid new value is never published.
 - Each request reads ``live.current``: a plain attribute, no I/O, no lock.
-- ``GET /health`` answers 200 while the settings are fresh (``max_staleness``) and 503 after,
-  for a readiness probe. It shows versions and times, never a value.
+- ``GET /health`` is the readiness probe: 200 while a validated configuration is served
+  (``health.serving``: also through a vault outage, on the last-known-good), with ``fresh``,
+  ``degraded`` and ``issues`` in the body for alerting. ``GET /health?strict=true`` answers 503
+  once the settings are older than ``max_staleness``: for a monitor, not for readiness (a vault
+  blip would take every replica out of rotation at once). Versions and times, never a value.
 
 Run against a real vault (credentials from ``DefaultAzureCredential``)::
 
@@ -23,6 +26,7 @@ emulator's URL, credential and CA instead.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -93,10 +97,14 @@ async def index(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    """Readiness: 200 while fresh, 503 once stale; versions and times only."""
+    """Readiness: 200 while serving; ``?strict=true``: 503 also once stale. No value shown."""
     state = request.app[LIVE].health
     body = {
-        "healthy": state.healthy,
+        "serving": state.serving,  # readiness
+        "fresh": state.fresh,  # alert (page) when false
+        "degraded": state.degraded,  # alert (ticket) when true; issues say why
+        "issues": [dataclasses.asdict(issue) for issue in state.issues],
+        "healthy": state.healthy,  # serving and fresh
         "generation": state.generation,
         "last_success": state.last_success.isoformat(),
         "staleness_s": round(state.staleness, 3),
@@ -107,7 +115,9 @@ async def health(request: web.Request) -> web.Response:
         "failures": state.failures,
         "mode": state.mode,
     }
-    return web.json_response(body, status=200 if state.healthy else 503)
+    strict = request.query.get("strict", "").lower() in ("1", "true", "yes")
+    ok = state.serving and (state.fresh or not strict)
+    return web.json_response(body, status=200 if ok else 503)
 
 
 def main() -> int:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from kvconfig._model import FetchedSecret, SecretStatus
     from kvconfig._names import PlannedSecret, SettingsPlan
     from kvconfig._refresh._events import ChangeEvent, SecretChange
-    from kvconfig._refresh._health import Health
+    from kvconfig._refresh._health import Health, HealthIssue
     from kvconfig._refresh._watch import ChangeStream, LiveSettings
     from kvconfig._secret import Secret
     from kvconfig._source import KeyVaultSettingsSource
@@ -44,6 +44,7 @@ __all__ = [
     "ConfigurationError",
     "FetchedSecret",
     "Health",
+    "HealthIssue",
     "InvalidSecretNameError",
     "KeyVault",
     "KeyVaultSettingsSource",
@@ -76,6 +77,7 @@ _WHERE: dict[str, str] = {
     "ConfigurationError": "kvconfig._errors",
     "FetchedSecret": "kvconfig._model",
     "Health": "kvconfig._refresh._health",
+    "HealthIssue": "kvconfig._refresh._health",
     "InvalidSecretNameError": "kvconfig._errors",
     "KeyVault": "kvconfig._vault",
     "KeyVaultSettingsSource": "kvconfig._source",

@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import logging
 import threading
+import traceback
 import weakref
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
@@ -28,7 +29,7 @@ from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
 from azure.core.credentials_async import AsyncTokenCredential
 from pydantic_settings import BaseSettings
 
-from kvconfig._errors import ClosedError, ConfigurationError
+from kvconfig._errors import ClosedError, ConfigurationError, KvConfigError
 from kvconfig._vault import KeyVault
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ T = TypeVar("T")
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 SyncChangeCallback = Callable[["ChangeEvent"], object]
+SyncErrorCallback = Callable[["KvConfigError"], object]
 
 
 class LoopThread:
@@ -270,17 +272,20 @@ class SyncKeyVault:
         not_yet_valid: NotYetValid = "ignore",
         on_change: SyncChangeCallback | None = None,
         clock_skew: float | timedelta = 1.0,
+        on_refresh_error: SyncErrorCallback | None = None,
         **init_kwargs: Any,
     ) -> SyncLiveSettings[SettingsT]:
         """Load ``settings_cls`` and keep it fresh in the background: a :class:`SyncLiveSettings`.
 
         Returns once the first load succeeded (same errors as :meth:`load`). ``on_change`` is
         called with each :class:`~kvconfig.ChangeEvent`, in order, on a dedicated callback thread
-        (never on the loop, so a slow callback delays no refresh). Closed by its own
-        ``close()`` or by this vault's.
+        (never on the loop, so a slow callback delays no refresh). ``on_refresh_error`` is
+        called on that thread too, with each refresh failure's value-free
+        :class:`~kvconfig.KvConfigError` (see :meth:`kvconfig.KeyVault.watch`). Closed by its
+        own ``close()`` or by this vault's.
         """
         self._check()
-        live = SyncLiveSettings[SettingsT](self._thread, on_change)
+        live = SyncLiveSettings[SettingsT](self._thread, on_change, on_refresh_error)
         inner = self._vault.watch(
             settings_cls,
             interval=interval,
@@ -289,6 +294,7 @@ class SyncKeyVault:
             not_yet_valid=not_yet_valid,
             on_change=live._dispatch if on_change is not None else None,
             clock_skew=clock_skew,
+            on_refresh_error=live._dispatch_error if on_refresh_error is not None else None,
             **init_kwargs,
         )
         try:
@@ -337,13 +343,19 @@ class SyncLiveSettings(Generic[SettingsT]):
     background refresh and the callback thread; ``current`` stays readable.
     """
 
-    def __init__(self, thread: LoopThread, on_change: SyncChangeCallback | None) -> None:
+    def __init__(
+        self,
+        thread: LoopThread,
+        on_change: SyncChangeCallback | None,
+        on_refresh_error: SyncErrorCallback | None = None,
+    ) -> None:
         self._thread = thread
         self._on_change = on_change
+        self._on_refresh_error = on_refresh_error
         self._live: LiveSettings[SettingsT] | None = None
         self._callbacks = (
             concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kvconfig-callback")
-            if on_change is not None
+            if on_change is not None or on_refresh_error is not None
             else None
         )
         self._closed = False
@@ -363,12 +375,31 @@ class SyncLiveSettings(Generic[SettingsT]):
             with contextlib.suppress(RuntimeError):  # shut down while closing
                 self._callbacks.submit(self._call, self._on_change, event)
 
+    async def _dispatch_error(self, error: KvConfigError) -> None:
+        """The async ``on_refresh_error`` handed to ``LiveSettings``: queued, never waited on."""
+        if self._callbacks is not None and self._on_refresh_error is not None:
+            with contextlib.suppress(RuntimeError):  # shut down while closing
+                self._callbacks.submit(self._call_error, self._on_refresh_error, error)
+
     def _call(self, callback: SyncChangeCallback, event: ChangeEvent) -> None:
         self._in_callback.active = True
         try:
             callback(event)
         except Exception:
             logger.exception("on_change callback failed for generation %d", event.generation)
+        finally:
+            self._in_callback.active = False
+
+    def _call_error(self, callback: SyncErrorCallback, error: KvConfigError) -> None:
+        self._in_callback.active = True
+        try:
+            callback(error)
+        except Exception as exc:  # its message could quote anything: type and frames only
+            logger.error(
+                "on_refresh_error callback failed: %s\n%s",
+                type(exc).__name__,
+                "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+            )
         finally:
             self._in_callback.active = False
 
@@ -398,7 +429,8 @@ class SyncLiveSettings(Generic[SettingsT]):
 
     @property
     def health(self) -> Health:
-        """Health of the background refresh, for readiness probes."""
+        """The :class:`~kvconfig.Health` snapshot: ``serving`` for readiness probes, ``fresh``
+        and ``degraded`` for alerts (see :attr:`kvconfig.LiveSettings.health`)."""
         return self._inner().health
 
     @property

@@ -15,7 +15,8 @@ Spans (``start_as_current_span``, so the Azure SDK's own HTTP spans nest under t
 
 Attributes: ``kvconfig.settings`` (class name), ``kvconfig.vault`` (URL), ``kvconfig.secrets``
 (how many secrets), ``kvconfig.requests``, ``kvconfig.outcome`` (``ok``; for refreshes
-``changed`` / ``unchanged``; else the error's type name) and, only after
+``changed`` / ``unchanged``; else the error's type name), on refreshes ``kvconfig.degraded``
+(``live.health.degraded`` after it) and, only after
 ``kvconfig.integrations.otel.configure(record_secret_names=True)``, ``kvconfig.secret_names``.
 Exceptions are not recorded on spans (their messages are not kvconfig's to vouch for): the status
 is ERROR with the error's type name. Never a value, never a token.
@@ -26,7 +27,8 @@ Metrics (meter ``kvconfig``):
 - ``kvconfig.requests`` (counter): {vault, operation ``get``/``list``, outcome ``found`` /
   ``missing`` / ``disabled`` / ``ok`` / ``transient`` / ``error``};
 - ``kvconfig.refreshes`` (counter): {settings, vault, outcome};
-- ``kvconfig.staleness`` (gauge, s) and ``kvconfig.generation`` (gauge): per running watcher.
+- ``kvconfig.staleness`` (gauge, s), ``kvconfig.generation`` (gauge) and ``kvconfig.issues``
+  (gauge: ``len(live.health.issues)``, 0 unless degraded): per running watcher.
 """
 
 from __future__ import annotations
@@ -46,11 +48,12 @@ _SCOPE = "kvconfig"
 class _Span:
     """What a hook's ``with`` block reports: outcome and request count."""
 
-    __slots__ = ("outcome", "requests")
+    __slots__ = ("degraded", "outcome", "requests")
 
     def __init__(self) -> None:
         self.outcome = "ok"
         self.requests: int | None = None
+        self.degraded: bool | None = None
 
 
 class Telemetry:
@@ -123,6 +126,13 @@ class Telemetry:
                 callbacks=[self._observe("generation")],
                 unit="{generation}",
                 description="Generation of the published live settings",
+            )
+            meter.create_observable_gauge(
+                "kvconfig.issues",
+                callbacks=[self._observe("issues")],
+                unit="{issue}",
+                description="Reasons live settings are degraded (kept deleted or disabled "
+                "secrets, rejected values, a forbidden list); 0 when not degraded",
             )
             self._meter = meter
         return self._meter
@@ -211,6 +221,8 @@ class Telemetry:
                 otel_span.set_attribute("kvconfig.outcome", span.outcome)
                 if span.requests is not None:
                     otel_span.set_attribute("kvconfig.requests", span.requests)
+                if span.degraded is not None:
+                    otel_span.set_attribute("kvconfig.degraded", span.degraded)
 
     def _observe(self, what: str) -> Callable[[Any], Iterable[Any]]:
         def callback(options: Any) -> Iterable[Any]:
@@ -221,7 +233,12 @@ class Telemetry:
                 if live is None or live.closed:
                     self._watched.pop(key, None)
                     continue
-                value = live.health.staleness if what == "staleness" else live.generation
+                if what == "staleness":
+                    value: float = live.health.staleness
+                elif what == "issues":
+                    value = len(live.health.issues)
+                else:
+                    value = live.generation
                 found.append(observation(value, attributes))
             return found
 

@@ -69,7 +69,7 @@ from kvconfig._translate import classify
 
 if TYPE_CHECKING:
     from kvconfig._refresh._detect import NotYetValid, OnMissing
-    from kvconfig._refresh._watch import ChangeCallback, LiveSettings
+    from kvconfig._refresh._watch import ChangeCallback, ErrorCallback, LiveSettings
 
 __all__ = ["KeyVault"]
 
@@ -325,6 +325,7 @@ class KeyVault:
         on_change: ChangeCallback | None = None,
         clock_skew: float | timedelta = 1.0,
         on_change_timeout: float | timedelta = 30.0,
+        on_refresh_error: ErrorCallback | None = None,
         **init_kwargs: Any,
     ) -> LiveSettings[SettingsT]:
         """Keep a ``settings_cls`` instance fresh: an async context manager.
@@ -346,7 +347,7 @@ class KeyVault:
             settings_cls: The Settings class.
             interval: Seconds (or ``timedelta``) between refreshes.
             max_staleness: Seconds without a successful refresh after which ``live.health``
-                reports unhealthy; default ``3 * interval``.
+                is no longer ``fresh`` (it stays ``serving``); default ``3 * interval``.
             on_missing: A secret deleted or disabled in the vault: ``"keep"`` its last-known-good
                 value (with a warning) or fall back to other sources and the field's
                 ``"default"``.
@@ -356,8 +357,14 @@ class KeyVault:
                 in generation order, by a dispatcher task *after* the refresh published it
                 (``refresh()`` does not wait for it); its failures are logged. It may await
                 ``live.refresh()``.
-            on_change_timeout: Seconds an ``on_change`` call may run; a longer one is cancelled
-                and logged, and the next event is delivered.
+            on_change_timeout: Seconds an ``on_change`` or ``on_refresh_error`` call may run; a
+                longer one is cancelled and logged, and the next one is delivered.
+            on_refresh_error: Called (and awaited, if async) with each failed refresh's error
+                and each rejected new value (a :class:`~kvconfig.SettingsValidationError`, also
+                when other changes were published), by the same dispatcher as ``on_change``,
+                never inside a refresh. Always a :class:`~kvconfig.KvConfigError` without its
+                chain: kvconfig's message (fields, secrets, the vault; never a value), or for
+                an unexpected exception only its type. Its failures are logged.
             clock_skew: Seconds this host's clock may differ from the vault's (see
                 :mod:`kvconfig._refresh._detect` on one-second ``updated`` times).
             **init_kwargs: As for :meth:`load`.
@@ -375,6 +382,7 @@ class KeyVault:
             clock_skew=clock_skew,
             init_kwargs=init_kwargs,
             on_change_timeout=on_change_timeout,
+            on_refresh_error=on_refresh_error,
         )
 
     # -- contract for kvconfig._dropin (pydantic-settings' name rules) -------------------------

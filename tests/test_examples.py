@@ -125,7 +125,7 @@ def run_web_service(tmp_path: Path, ca: CertificateAuthority) -> None:
             emu.set_secret("greeting", "hello again")
             wait_until(lambda: get_json(f"{base}/")[1]["message"] == "hello again, world", proc)
             status, health = get_json(f"{base}/health")
-            assert status == 200 and health["healthy"] is True
+            assert status == 200 and health["healthy"] is True and health["serving"] is True
         finally:
             proc.send_signal(signal.SIGINT)  # aiohttp's run_app shuts down cleanly on SIGINT
             out, err = proc.communicate(timeout=30)
@@ -182,7 +182,7 @@ def _serve_fastapi(log: Path, ca: CertificateAuthority, workers: int) -> None:
                 for _ in range(10):
                     assert get_json(f"{base}/")[1]["message"] == "hello again, world"
                 status, health = get_json(f"{base}/health")
-                assert status == 200 and health["healthy"] is True
+                assert status == 200 and health["healthy"] is True and health["serving"] is True
             finally:
                 proc.send_signal(signal.SIGTERM)  # as a process manager stops it
                 proc.wait(timeout=30)

@@ -47,6 +47,7 @@ from kvconfig._fetch import SecretFetcher
 from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._names import SecretRef, SettingsPlan
 from kvconfig._refresh._events import SecretChange
+from kvconfig._refresh._health import HealthIssue, IssueKind
 from kvconfig._refresh._listing import (
     PAGE_SIZE,
     Listed,
@@ -103,6 +104,7 @@ class _State:
     held: FetchedSecret  # what the published settings were built from
     seen: FetchedSecret  # what the vault last said (may differ from held by policy)
     seen_at: float  # wall-clock time the read behind `seen` was sent; 0 = unknown
+    rejected: str | None = None  # why `seen` (a new version) did not validate; kept `held`
 
 
 class ChangeDetector:
@@ -349,9 +351,26 @@ class ChangeDetector:
             )
         return seen
 
-    def commit(self, proposal: Proposal) -> None:
-        """Make a proposal the current state (after its settings validated, or nothing changed)."""
+    def without(self, proposal: Proposal, names: Iterable[str]) -> Proposal:
+        """``proposal`` with the changes of the secrets called ``names`` left out: those keep
+        the version the published settings were built from."""
+        drop = {name.lower() for name in names}
+        held = dict(proposal.held)
+        for key, state in self._states.items():
+            if key[0] in drop:
+                held[key] = state.held
+        changes = tuple(c for c in proposal.changes if c.name.lower() not in drop)
+        return Proposal(proposal.detection, held, changes)
+
+    def commit(self, proposal: Proposal, rejected: Mapping[str, str] | None = None) -> None:
+        """Make a proposal the current state (after its settings validated, or nothing changed).
+
+        ``rejected`` maps the lower-cased names of secrets whose new version was left out
+        (:meth:`without`) because it does not validate to why; they are proposed again at the
+        next refresh (``seen`` keeps the rejected version) and reported by :meth:`issues`.
+        """
         detection = proposal.detection
+        rejected = rejected or {}
         for key, state in self._states.items():
             seen = detection.observed.get(key)
             if seen is not None:
@@ -359,6 +378,49 @@ class ChangeDetector:
                 # A GET answer knows when its request was sent (a shared or cached one too).
                 state.seen_at = seen.sent_at if seen.sent_at is not None else detection.observed_at
             state.held = proposal.held[key]
+            state.rejected = rejected.get(key[0])
+
+    def issues(self) -> tuple[HealthIssue, ...]:
+        """Why the published settings differ from what the vault says (see ``Health``)."""
+        fields: dict[str, list[str]] = {}
+        for planned in self._plan.secrets:
+            fields.setdefault(planned.name.lower(), []).append(planned.field)
+        found: list[HealthIssue] = []
+        for key, state in self._states.items():
+            held, seen = state.held, state.seen
+            names = tuple(fields.get(key[0], ()))
+            if state.rejected is not None:
+                found.append(
+                    HealthIssue(
+                        "rejected", self._vault_url, held.name, names, seen.version, state.rejected
+                    )
+                )
+            elif held.found and not seen.found and self._on_missing == "keep":
+                gone: IssueKind = "deleted" if seen.status is SecretStatus.MISSING else "disabled"
+                found.append(
+                    HealthIssue(
+                        gone,
+                        self._vault_url,
+                        held.name,
+                        names,
+                        held.version,
+                        f"secret {held.name} is {gone} in the vault; its last-known-good "
+                        f"version is kept (on_missing='keep')",
+                    )
+                )
+        if self.list_forbidden:
+            found.append(
+                HealthIssue(
+                    "list_forbidden",
+                    self._vault_url,
+                    None,
+                    (),
+                    None,
+                    "listing secrets is forbidden (grant secrets/list); each refresh reads "
+                    "every tracked secret instead",
+                )
+            )
+        return tuple(found)
 
     def warn_expired(self, now: datetime | None = None) -> None:
         """Warn once per version about secrets in use whose ``expires_on`` has passed."""

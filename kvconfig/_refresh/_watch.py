@@ -8,9 +8,9 @@ the same plan and the same build and validation; change detection is in
 complete new Settings, then swap): the poll path and :meth:`LiveSettings._refresh_names` (re-read
 a given set of secrets) both end there.
 
-``on_change`` callbacks never run inside a refresh: a published event is queued for one
-dispatcher task that awaits the callbacks in generation order; one still running after
-``on_change_timeout`` is cancelled, logged and skipped.
+``on_change`` and ``on_refresh_error`` callbacks never run inside a refresh: a published event
+or a failure is queued for one dispatcher task that awaits the callbacks in order; one still
+running after ``on_change_timeout`` is cancelled, logged and skipped.
 
 A refresh never publishes an invalid configuration: the complete new Settings is built and
 validated first, and ``current`` is replaced in one assignment only when a value changed. Every
@@ -18,12 +18,17 @@ failure (vault unavailable, throttled, refused, invalid values, a bug) leaves th
 in place, is recorded in :attr:`LiveSettings.health` and is retried: transient failures with
 exponential backoff and full jitter capped by the interval (``Retry-After`` honoured), others at
 the next interval.
+
+An invalid new value of one secret holds back only that secret: see :meth:`LiveSettings._apply`.
+Health (:class:`~kvconfig.Health`) keeps *serving* (a validated Settings is published), *fresh*
+(last success within ``max_staleness``) and *degraded* (``issues``) apart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import inspect
 import logging
 import random
@@ -50,18 +55,20 @@ from kvconfig._refresh._health import Health
 from kvconfig._telemetry import telemetry
 
 if TYPE_CHECKING:
-    from kvconfig._refresh._detect import Detection
+    from kvconfig._refresh._detect import Detection, Proposal
     from kvconfig._vault import VaultLink
 
-__all__ = ["ChangeCallback", "ChangeStream", "LiveSettings"]
+__all__ = ["ChangeCallback", "ChangeStream", "ErrorCallback", "LiveSettings"]
 
 logger = logging.getLogger("kvconfig")
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 ChangeCallback = Callable[[ChangeEvent], Awaitable[None] | None]
+ErrorCallback = Callable[[KvConfigError], Awaitable[None] | None]
 
 _STREAM_SIZE = 64  # events a slow changes() consumer may lag behind before the oldest are dropped
 _EXPIRY_LEAD_MAX = 30.0  # at most this many seconds before `expires_on`, check for a new version
+_ERRORS_PENDING_MAX = 8  # errors queued for a slow on_refresh_error; later ones are dropped
 
 
 def _seconds(value: float | timedelta, name: str, *, positive: bool = False) -> float:
@@ -146,6 +153,7 @@ class LiveSettings(Generic[SettingsT]):
         clock_skew: float | timedelta = 1.0,
         init_kwargs: dict[str, Any] | None = None,
         on_change_timeout: float | timedelta = 30.0,
+        on_refresh_error: ErrorCallback | None = None,
     ) -> None:
         if on_missing not in ("keep", "default"):
             raise ConfigurationError(f"on_missing must be 'keep' or 'default', got {on_missing!r}")
@@ -165,7 +173,10 @@ class LiveSettings(Generic[SettingsT]):
         self._not_yet_valid: NotYetValid = not_yet_valid
         self._on_change = on_change
         self._on_change_timeout = _seconds(on_change_timeout, "on_change_timeout", positive=True)
-        self._pending: asyncio.Queue[ChangeEvent] = asyncio.Queue()
+        self._on_refresh_error = on_refresh_error
+        self._pending: asyncio.Queue[ChangeEvent | KvConfigError] = asyncio.Queue()
+        self._errors_pending = 0
+        self._rejections_logged: set[tuple[str, str | None]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
         self._clock_skew = _seconds(clock_skew, "clock_skew")
         self._init_kwargs = dict(init_kwargs or {})
@@ -216,9 +227,9 @@ class LiveSettings(Generic[SettingsT]):
         self._task = asyncio.create_task(
             self._run(), name=f"kvconfig-watch-{self._settings_cls.__name__}"
         )
-        if self._on_change is not None:
+        if self._on_change is not None or self._on_refresh_error is not None:
             self._dispatcher = asyncio.create_task(
-                self._dispatch(), name=f"kvconfig-on-change-{self._settings_cls.__name__}"
+                self._dispatch(), name=f"kvconfig-callbacks-{self._settings_cls.__name__}"
             )
         return self
 
@@ -275,10 +286,14 @@ class LiveSettings(Generic[SettingsT]):
 
     @property
     def health(self) -> Health:
-        """A snapshot for readiness probes: freshness, last error (never a value), counters."""
+        """A snapshot: ``serving`` (readiness), ``fresh`` and ``degraded`` (alerts), the last
+        error (never a value), counters. See :class:`~kvconfig.Health`."""
         staleness = time.monotonic() - self._last_success_at
+        serving = self._state == "running"
+        fresh = serving and staleness <= self._max_staleness
+        issues = self._detector.issues() if self._detector is not None and serving else ()
         return Health(
-            healthy=self._state == "running" and staleness <= self._max_staleness,
+            healthy=fresh,
             generation=self._generation,
             last_success=self._last_success,
             staleness=staleness,
@@ -288,6 +303,10 @@ class LiveSettings(Generic[SettingsT]):
             refreshes=self._refreshes,
             failures=self._failures,
             mode=self._detector.mode() if self._detector is not None else "get",
+            serving=serving,
+            fresh=fresh,
+            degraded=bool(issues),
+            issues=issues,
         )
 
     async def refresh(self) -> ChangeEvent | None:
@@ -298,7 +317,9 @@ class LiveSettings(Generic[SettingsT]):
 
         Raises:
             VaultError: The vault could not be read (the failure is also in :attr:`health`).
-            SettingsValidationError: The new values do not validate; they were not published.
+            SettingsValidationError: A new value does not validate and nothing else changed: it
+                was not published (it is in ``health.issues``). When other secrets changed too,
+                they are published and the event is returned.
             ClosedError: The live settings are not running.
         """
         if self._state != "running":
@@ -387,8 +408,11 @@ class LiveSettings(Generic[SettingsT]):
             except Exception as exc:
                 self._record_failure(exc)
                 raise
-            event = self._apply(detection, started)
             span.requests = detection.requests  # telemetry hook
+            try:
+                event = self._apply(detection, started)
+            finally:
+                span.degraded = bool(detector.issues())  # telemetry hook
             span.outcome = "changed" if event is not None else "unchanged"  # telemetry hook
         return event
 
@@ -409,8 +433,11 @@ class LiveSettings(Generic[SettingsT]):
             except Exception as exc:
                 self._record_failure(exc)
                 raise
-            event = self._apply(detection, started)
             span.requests = detection.requests  # telemetry hook
+            try:
+                event = self._apply(detection, started)
+            finally:
+                span.degraded = bool(detector.issues())  # telemetry hook
             span.outcome = "changed" if event is not None else "unchanged"  # telemetry hook
         return event
 
@@ -422,32 +449,91 @@ class LiveSettings(Generic[SettingsT]):
     def _apply(self, detection: Detection, started: float) -> ChangeEvent | None:
         """Apply the policies to a detection; validate the complete new Settings; publish it if
         a field changed. Never awaits: nothing can interleave between validation and the swap.
-        Callbacks are queued for the dispatcher, never run here."""
+        Callbacks are queued for the dispatcher, never run here.
+
+        One bad secret does not hold back the others: when the new Settings does not validate,
+        the changed secrets behind the failing locations keep their last-known-good version and
+        the rest is validated again (and published if it validates). The bad ones are reported
+        in ``health.issues``, proposed again at the next refresh, and logged once per version.
+        If nothing could be published, :class:`SettingsValidationError` is raised, as before.
+        """
         detector = self._detector
         assert detector is not None
         event: ChangeEvent | None = None
+        rejected: dict[str, str] = {}
+        rejection: SettingsValidationError | None = None
         try:
             proposal = detector.propose(detection)
-            if proposal.changes:
-                # Validate the complete new Settings before anything is published.
-                new = self._vault.build(
-                    self._settings_cls, self._plan, proposal.held, self._init_kwargs
-                )
+            new: SettingsT | None = None
+            while proposal.changes:  # each pass leaves out at least one change
+                try:
+                    # Validate the complete new Settings before anything is published.
+                    new = self._vault.build(
+                        self._settings_cls, self._plan, proposal.held, self._init_kwargs
+                    )
+                    break
+                except SettingsValidationError as exc:
+                    rejection = exc
+                    bad = self._at_fault(exc, proposal)
+                    rejected.update(bad)
+                    proposal = detector.without(proposal, bad)
+            if new is not None:
                 fields = changed_fields(self.current, new)
-                detector.commit(proposal)
+                detector.commit(proposal, rejected)
                 if fields:
                     event = self._publish(new, fields, proposal.changes)
             else:
-                detector.commit(proposal)
+                detector.commit(proposal, rejected)
             detector.warn_expired()
         except Exception as exc:
             self._record_failure(exc)
             raise
         self._record_success()
+        if rejection is not None:
+            self._record_rejection(rejection, rejected, published=event is not None)
         self._log_refresh(proposal.changes, event, detection.requests, detection.mode, started)
-        if event is not None and self._dispatcher is not None:
+        if event is not None and self._on_change is not None:
             self._pending.put_nowait(event)
+        if rejection is not None and event is None:
+            raise rejection  # nothing else to publish: the caller learns why, as before
         return event
+
+    def _at_fault(self, exc: SettingsValidationError, proposal: Proposal) -> dict[str, str]:
+        """The changed secrets (lower-cased name -> why) behind ``exc``'s failing locations.
+
+        Without a location that points at one (a parse error, a cross-field validator), each
+        change is validated alone against the published secrets; if none fails alone, all are
+        at fault together."""
+        changed = {change.name.lower(): change for change in proposal.changes}
+        reasons: dict[str, list[str]] = {}
+        for error in exc.errors:
+            raw = error.get("loc", ())
+            loc = tuple(raw) if isinstance(raw, tuple | list) else ()
+            where = ".".join(str(part) for part in loc) or self._settings_cls.__name__
+            line = f"{where}: {error.get('msg', 'invalid')}"
+            for planned in self._plan.secrets_for_location(loc):
+                name = planned.name.lower()
+                if name in changed and line not in reasons.setdefault(name, []):
+                    reasons[name].append(line)
+        if not reasons and len(changed) > 1:
+            detector = self._detector
+            assert detector is not None
+            for name in changed:
+                alone = detector.without(proposal, [n for n in changed if n != name])
+                try:
+                    self._vault.build(self._settings_cls, self._plan, alone.held, self._init_kwargs)
+                except SettingsValidationError as own:
+                    reasons[name] = [_first_line(own)]
+        if not reasons:
+            reasons = {name: [_first_line(exc)] for name in changed}
+        return {
+            name: (
+                f"version {changed[name].new_version} of secret {changed[name].name} in "
+                f"{self._vault.vault_url} does not validate ({'; '.join(lines)}); keeping "
+                f"version {changed[name].old_version}"
+            )
+            for name, lines in reasons.items()
+        }
 
     def _publish(
         self, new: SettingsT, fields: tuple[str, ...], secrets: tuple[SecretChange, ...]
@@ -460,35 +546,78 @@ class LiveSettings(Generic[SettingsT]):
         return event
 
     async def _dispatch(self) -> None:
-        """Run ``on_change`` for each published event, in generation order, outside any refresh.
+        """Run ``on_change`` for each published event (in generation order) and
+        ``on_refresh_error`` for each failure, in the order they happened, outside any refresh.
 
         A callback may await ``live.refresh()``. One that is still running after
-        ``on_change_timeout`` seconds is cancelled and logged; the next event goes on.
+        ``on_change_timeout`` seconds is cancelled and logged; the next one goes on.
         """
-        assert self._on_change is not None
+        name = self._settings_cls.__name__
         while True:
-            event = await self._pending.get()
+            item = await self._pending.get()
+            call: Callable[[], Awaitable[None] | None]
+            if isinstance(item, ChangeEvent):
+                if self._on_change is None:
+                    continue
+                call = functools.partial(self._on_change, item)
+                what = f"on_change callback for {name} generation {item.generation}"
+            else:
+                self._errors_pending -= 1
+                if self._on_refresh_error is None:
+                    continue
+                call = functools.partial(self._on_refresh_error, item)
+                what = f"on_refresh_error callback for {name} ({type(item).__name__})"
             try:
                 async with asyncio.timeout(self._on_change_timeout):
-                    result = self._on_change(event)
+                    result = call()
                     if inspect.isawaitable(result):
                         await result
             except TimeoutError:
                 logger.error(
-                    "on_change callback for %s generation %d still running after %gs; "
-                    "abandoned (cancelled), refreshing goes on",
-                    self._settings_cls.__name__,
-                    event.generation,
+                    "%s still running after %gs; abandoned (cancelled), refreshing goes on",
+                    what,
                     self._on_change_timeout,
                 )
             except Exception as exc:
-                logger.error(
-                    "on_change callback for %s generation %d failed: %s\n%s",
-                    self._settings_cls.__name__,
-                    event.generation,
-                    type(exc).__name__,
-                    _stack(exc),
-                )
+                logger.error("%s failed: %s\n%s", what, type(exc).__name__, _stack(exc))
+
+    def _report_error(self, exc: Exception) -> None:
+        """Queue ``exc`` (value-free) for ``on_refresh_error``; dropped when the callback is
+        more than a few errors behind (health still has the latest)."""
+        if self._on_refresh_error is None or self._state == "closed":
+            return
+        if self._errors_pending >= _ERRORS_PENDING_MAX:
+            return
+        self._errors_pending += 1
+        self._pending.put_nowait(_value_free(exc, self._settings_cls.__name__, self._vault))
+
+    def _record_rejection(
+        self, exc: SettingsValidationError, rejected: dict[str, str], *, published: bool
+    ) -> None:
+        """New versions were left out because they do not validate: say so once per version."""
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        detector = self._detector
+        assert detector is not None
+        versions = {
+            issue.secret.lower(): issue.version
+            for issue in detector.issues()
+            if issue.kind == "rejected" and issue.secret is not None
+        }
+        fresh = [
+            (name, why)
+            for name, why in rejected.items()
+            if (name, versions.get(name)) not in self._rejections_logged
+        ]
+        for name, why in fresh:
+            self._rejections_logged.add((name, versions.get(name)))
+            logger.warning(
+                "refresh of %s rejected a new value: %s; %s, still serving generation %d",
+                self._settings_cls.__name__,
+                why,
+                "the other changes were published" if published else "nothing else changed",
+                self._generation,
+            )
+        self._report_error(exc)
 
     def _record_success(self) -> None:
         if self._consecutive_failures:
@@ -503,6 +632,7 @@ class LiveSettings(Generic[SettingsT]):
         self._last_success_at = time.monotonic()
 
     def _record_failure(self, exc: Exception) -> None:
+        self._report_error(exc)
         self._failures += 1
         self._consecutive_failures += 1
         count = self._consecutive_failures
@@ -591,6 +721,26 @@ def _retrieve(task: asyncio.Task[ChangeEvent | None]) -> None:
     # cancelled, mark it retrieved so asyncio does not log "exception was never retrieved".
     if not task.cancelled():
         task.exception()
+
+
+def _value_free(exc: Exception, settings: str, vault: VaultLink) -> KvConfigError:
+    """What ``on_refresh_error`` receives: kvconfig's error without its chain (``__context__``
+    may hold an SDK exception quoting a response body) or traceback; anything else replaced by a
+    :class:`~kvconfig.KvConfigError` naming only its type (its message could hold anything)."""
+    if isinstance(exc, KvConfigError):
+        clone = type(exc).__new__(type(exc), *exc.args)
+        clone.__dict__.update(exc.__dict__)
+        return clone
+    return KvConfigError(
+        f"refresh of {settings} from {vault.vault_url} failed unexpectedly "
+        f"({type(exc).__name__}; the traceback is in kvconfig's log)"
+    )
+
+
+def _first_line(exc: SettingsValidationError) -> str:
+    """The first error line of a validation error's message (kvconfig's: no value)."""
+    lines = str(exc).splitlines()
+    return lines[1].strip() if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
 
 
 def _stack(exc: BaseException) -> str:

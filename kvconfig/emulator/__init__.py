@@ -13,7 +13,16 @@ Behaviour worth knowing (decisions where the real service is undocumented):
   from the request's ``Host`` (``https://127.0.0.1:PORT/secrets/{name}/{version}``).
 - Auth: a missing, empty, malformed or foreign bearer gets 401 ``Unauthorized`` with the real
   ``WWW-Authenticate`` challenge, decided from the header alone before routing or reading the
-  body. Only HMAC-signed tokens of this emulator are accepted (24 h lifetime).
+  body. Only HMAC-signed tokens of this emulator are accepted (24 h lifetime by default), for
+  audience ``https://vault.azure.net`` (another: 401 ``AKV10022``); expired or revoked (fault)
+  tokens: 401 ``AKV10032`` (own wording). Identities (:class:`Identity`) hold access-policy
+  secret permissions per vault; a refusal is 403 ``Forbidden`` / ``AccessDenied``. Reading a
+  deleted secret needs ``list``, as in Key Vault's REST reference.
+- ``https://NAME.vault.azure.net`` works through the emulator's CONNECT proxy (``HTTPS_PROXY``),
+  which splices it to vault NAME (created on first use); other hosts are tunnelled untouched.
+- Versions of a name that does not exist (or is soft-deleted) list as an empty page (200).
+- A request aiohttp cannot parse gets aiohttp's own 400 ``text/plain`` answer (public API only);
+  everything that parses gets Key Vault's JSON error shape; never a 5xx.
 - ``maxresults`` outside 1..25 is refused with 400 ``BadParameter`` (not clamped), so code that
   passes here does not depend on larger pages than the spec allows. ``$skiptoken`` is an opaque
   base64url marker; ``nextLink`` is absolute.
@@ -43,6 +52,7 @@ Behaviour worth knowing (decisions where the real service is undocumented):
 
 from __future__ import annotations
 
+from kvconfig.emulator._access import Identity
 from kvconfig.emulator._certs import CertificateAuthority
 from kvconfig.emulator._emulator import KeyVaultEmulator
 from kvconfig.emulator._errors import ServiceError
@@ -57,6 +67,7 @@ __all__ = [
     "EmulatorThread",
     "EventSubscription",
     "Faults",
+    "Identity",
     "KeyVaultEmulator",
     "RequestRecord",
     "ServiceError",

@@ -1,8 +1,9 @@
 """Bearer tokens the emulator issues and accepts, its credentials, the managed-identity endpoint.
 
-Tokens are ``kvemu.<payload>.<signature>``: base64url JSON ``{"exp", "aud", "jti"}`` signed with
-HMAC-SHA256 under a per-emulator random key, so only tokens this emulator issued are accepted and
-no registry is needed.
+Tokens are ``kvemu.<payload>.<signature>``: base64url JSON ``{"exp", "iat", "aud", "appid",
+"oid", "jti"}`` signed with HMAC-SHA256 under a per-emulator random key (kept beside ``--data``),
+so only tokens this emulator issued are accepted and no registry is needed. Like Entra's, a token
+is for one audience (``https://vault.azure.net``; another is 401) and one identity.
 """
 
 from __future__ import annotations
@@ -12,18 +13,26 @@ import hmac
 import json
 import secrets
 import time
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 
+from kvconfig.emulator._errors import ServiceError
 from kvconfig.emulator._store import b64url_decode, b64url_encode
+
+if TYPE_CHECKING:
+    from kvconfig.emulator._access import AccessPolicies
 
 __all__ = [
     "CHALLENGE",
+    "DEFAULT_CLIENT_ID",
+    "DEFAULT_OBJECT_ID",
     "TENANT_ID",
     "TOKEN_LIFETIME_S",
+    "Claims",
     "EmulatorCredential",
     "EmulatorSyncCredential",
     "TokenIssuer",
@@ -37,13 +46,37 @@ CHALLENGE = (
 )
 TOKEN_LIFETIME_S = 24 * 3600
 _PREFIX = "kvemu"
+DEFAULT_CLIENT_ID = "00000000-0000-0000-0000-00000000e1e1"
+DEFAULT_OBJECT_ID = "00000000-0000-0000-0000-0000000000d1"
+_DEFAULT_CLIENT_ID, _DEFAULT_OID = DEFAULT_CLIENT_ID, DEFAULT_OBJECT_ID
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """What a valid token says: who (``client_id``, ``object_id``), for what, and when."""
+
+    client_id: str
+    object_id: str
+    audience: str
+    issued_at: float
+    expires_on: int
+
+
+def _unauthorized(message: str) -> ServiceError:
+    return ServiceError(401, "Unauthorized", message)
 
 
 class TokenIssuer:
     """Signs and verifies the emulator's bearer tokens."""
 
-    def __init__(self, key: bytes | None = None) -> None:
+    def __init__(self, key: bytes | None = None, lifetime_s: int = TOKEN_LIFETIME_S) -> None:
         self._key = key or secrets.token_bytes(32)
+        self.lifetime_s = lifetime_s
+
+    @property
+    def key(self) -> bytes:
+        """The signing key (kept next to ``--data`` so tokens survive a restart)."""
+        return self._key
 
     def __repr__(self) -> str:
         return "TokenIssuer()"
@@ -53,32 +86,69 @@ class TokenIssuer:
         return b64url_encode(mac)
 
     def issue(
-        self, audience: str = RESOURCE, lifetime_s: int = TOKEN_LIFETIME_S
+        self,
+        audience: str = RESOURCE,
+        lifetime_s: int | None = None,
+        *,
+        client_id: str = _DEFAULT_CLIENT_ID,
+        object_id: str = _DEFAULT_OID,
     ) -> AccessTokenInfo:
-        """A new token for ``audience``, valid ``lifetime_s`` seconds."""
-        expires_on = int(time.time()) + lifetime_s
-        doc = {"exp": expires_on, "aud": audience, "jti": secrets.token_hex(8)}
+        """A new token for ``audience`` and an identity, valid ``lifetime_s`` seconds (the
+        issuer's configured lifetime when ``None``)."""
+        now = time.time()
+        expires_on = int(now) + (self.lifetime_s if lifetime_s is None else lifetime_s)
+        doc = {
+            "exp": expires_on,
+            "iat": now,
+            "aud": audience,
+            "appid": client_id,
+            "oid": object_id,
+            "jti": secrets.token_hex(8),
+        }
         payload = b64url_encode(json.dumps(doc, separators=(",", ":")).encode())
         return AccessTokenInfo(f"{_PREFIX}.{payload}.{self._sign(payload)}", expires_on)
 
-    def verify(self, authorization: str | None) -> bool:
-        """True if the ``Authorization`` header carries an unexpired token from this issuer."""
+    def check(self, authorization: str | None) -> Claims:
+        """The claims of the ``Authorization`` header's token, or 401 ``Unauthorized`` saying
+        why: missing or foreign (real AKV10000 text), wrong audience (AKV10022), expired."""
+        missing = _unauthorized("AKV10000: Request is missing a Bearer or PoP token.")
         if not authorization:
-            return False
+            raise missing
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer":
-            return False
+            raise missing
         parts = token.strip().split(".")
         # Our tokens are ASCII; anything else is foreign (and would not encode for the HMAC).
         if len(parts) != 3 or parts[0] != _PREFIX or not token.isascii():
-            return False
+            raise missing
         if not hmac.compare_digest(self._sign(parts[1]), parts[2]):
-            return False
+            raise missing
         try:
             doc = json.loads(b64url_decode(parts[1]))
-            return int(doc["exp"]) > time.time()
+            claims = Claims(
+                str(doc.get("appid", _DEFAULT_CLIENT_ID)),
+                str(doc.get("oid", _DEFAULT_OID)),
+                str(doc["aud"]),
+                float(doc.get("iat", 0)),
+                int(doc["exp"]),
+            )
         except (ValueError, KeyError, TypeError):
+            raise missing from None
+        if claims.audience.rstrip("/") != RESOURCE:
+            raise _unauthorized(
+                f"AKV10022: Invalid audience. Expected {RESOURCE}, found: {claims.audience}."
+            )
+        if claims.expires_on <= time.time():
+            raise _unauthorized("AKV10032: The access token has expired.")
+        return claims
+
+    def verify(self, authorization: str | None) -> bool:
+        """True if the ``Authorization`` header carries a valid token from this issuer."""
+        try:
+            self.check(authorization)
+        except ServiceError:
             return False
+        return True
 
 
 def _audience(scopes: tuple[str, ...]) -> str:
@@ -92,8 +162,14 @@ class EmulatorCredential:
     Holds no I/O resources; ``close()`` and ``async with`` exist for the protocol.
     """
 
-    def __init__(self, issuer: TokenIssuer) -> None:
+    def __init__(
+        self,
+        issuer: TokenIssuer,
+        client_id: str = _DEFAULT_CLIENT_ID,
+        object_id: str = _DEFAULT_OID,
+    ) -> None:
         self._issuer = issuer
+        self._client_id, self._object_id = client_id, object_id
 
     def __repr__(self) -> str:
         return "EmulatorCredential()"
@@ -106,13 +182,17 @@ class EmulatorCredential:
         enable_cae: bool = False,
         **kwargs: Any,
     ) -> AccessToken:
-        info = self._issuer.issue(_audience(scopes))
+        info = self._issuer.issue(
+            _audience(scopes), client_id=self._client_id, object_id=self._object_id
+        )
         return AccessToken(info.token, info.expires_on)
 
     async def get_token_info(
         self, *scopes: str, options: TokenRequestOptions | None = None
     ) -> AccessTokenInfo:
-        return self._issuer.issue(_audience(scopes))
+        return self._issuer.issue(
+            _audience(scopes), client_id=self._client_id, object_id=self._object_id
+        )
 
     async def close(self) -> None:
         return None
@@ -132,8 +212,14 @@ class EmulatorCredential:
 class EmulatorSyncCredential:
     """A sync ``TokenCredential`` (for the ``requests``-based ``SecretClient``)."""
 
-    def __init__(self, issuer: TokenIssuer) -> None:
+    def __init__(
+        self,
+        issuer: TokenIssuer,
+        client_id: str = _DEFAULT_CLIENT_ID,
+        object_id: str = _DEFAULT_OID,
+    ) -> None:
         self._issuer = issuer
+        self._client_id, self._object_id = client_id, object_id
 
     def __repr__(self) -> str:
         return "EmulatorSyncCredential()"
@@ -146,13 +232,17 @@ class EmulatorSyncCredential:
         enable_cae: bool = False,
         **kwargs: Any,
     ) -> AccessToken:
-        info = self._issuer.issue(_audience(scopes))
+        info = self._issuer.issue(
+            _audience(scopes), client_id=self._client_id, object_id=self._object_id
+        )
         return AccessToken(info.token, info.expires_on)
 
     def get_token_info(
         self, *scopes: str, options: TokenRequestOptions | None = None
     ) -> AccessTokenInfo:
-        return self._issuer.issue(_audience(scopes))
+        return self._issuer.issue(
+            _audience(scopes), client_id=self._client_id, object_id=self._object_id
+        )
 
     def close(self) -> None:
         return None
@@ -164,11 +254,15 @@ class EmulatorSyncCredential:
         self.close()
 
 
-def identity_app(issuer: TokenIssuer, identity_header: str) -> web.Application:
+def identity_app(
+    issuer: TokenIssuer, identity_header: str, identities: AccessPolicies
+) -> web.Application:
     """App Service style managed-identity endpoint (api-version 2019-08-01) at ``/msi/token``.
 
-    ``GET /msi/token?api-version=2019-08-01&resource=R`` with ``X-IDENTITY-HEADER`` answers
-    ``{"access_token", "expires_on", "resource", "token_type", "client_id"}`` like App Service.
+    ``GET /msi/token?api-version=2019-08-01&resource=R[&client_id=C]`` with ``X-IDENTITY-HEADER``
+    answers ``{"access_token", "expires_on", "resource", "token_type", "client_id"}`` like App
+    Service, for identity C (the default identity without ``client_id``); an identity that was
+    not declared is 400.
     """
 
     async def token(request: web.Request) -> web.Response:
@@ -179,13 +273,21 @@ def identity_app(issuer: TokenIssuer, identity_header: str) -> web.Application:
         resource = request.query.get("resource", "")
         if not resource:
             return _msi_error(400, "The resource query parameter is required.")
-        info = issuer.issue(_audience((resource,)))
+        asked = request.query.get("client_id")
+        identity = identities.find(asked)
+        if identity is None:
+            return _msi_error(
+                400, f"No managed identity with client_id {asked} is assigned to this resource."
+            )
+        info = issuer.issue(
+            _audience((resource,)), client_id=identity.client_id, object_id=identity.object_id
+        )
         body = {
             "access_token": info.token,
             "expires_on": str(info.expires_on),  # App Service sends it as a string
             "resource": resource,
             "token_type": "Bearer",
-            "client_id": request.query.get("client_id", "00000000-0000-0000-0000-00000000e1e1"),
+            "client_id": identity.client_id,
         }
         return web.json_response(body)
 

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertificateAuthority", "LeafCertificate", "write_atomic"]
+__all__ = ["CertificateAuthority", "LeafCertificate", "system_ca_pem", "write_atomic"]
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -30,6 +30,22 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 _PEM = serialization.Encoding.PEM
+
+
+def system_ca_pem() -> bytes:
+    """The system's trusted CA certificates (PEM), as OpenSSL finds them without the
+    ``SSL_CERT_FILE`` override (a shell that ran an emulator's exports has one); certifi's
+    bundle where the system has no CA file; empty when neither exists."""
+    paths = ssl.get_default_verify_paths()
+    candidates = [paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/cert.pem"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate).read_bytes()
+    try:
+        import certifi  # brought by requests (azure-core); not a dependency of its own
+    except ImportError:  # pragma: no cover - requests always brings it
+        return b""
+    return Path(certifi.where()).read_bytes()
 
 
 def _now() -> dt.datetime:

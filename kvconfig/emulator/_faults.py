@@ -64,6 +64,8 @@ class Faults:
         self._limits = (4000, 300, 10.0)
         self._buckets: dict[str, tuple[_Bucket, _Bucket]] = {}
         self._rng = random.Random()
+        # client_id ("" for every identity, None for the expire fault) -> (cutoff time, reason)
+        self._token_cutoffs: dict[str | None, tuple[float, str]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -131,6 +133,29 @@ class Faults:
             raise ValueError("how must be 'truncate' or 'html'")
         self._garble_next.extend(how for _ in range(n))
 
+    # -- token faults (what Entra and Key Vault do to tokens a client holds) -----------------
+
+    def expire_tokens(self) -> None:
+        """Every token issued until now is treated as expired (401): clients must get new ones.
+
+        Tokens issued afterwards are valid. Models a credential holding a token past its
+        lifetime (e.g. after a laptop slept); see also the emulator's ``token_lifetime_s``.
+        """
+        self._token_cutoffs[None] = (time.time(), "expired")
+
+    def revoke_tokens(self, client_id: str | None = None) -> None:
+        """Every token issued until now, of one identity (``client_id``) or all, is revoked
+        (401): as when Entra revokes a session or an identity's credentials are reset."""
+        self._token_cutoffs[client_id.lower() if client_id else ""] = (time.time(), "revoked")
+
+    def token_rejection(self, client_id: str, issued_at: float) -> str | None:
+        """Why a token of ``client_id`` issued at ``issued_at`` is refused, or None."""
+        for key in (None, "", client_id.lower()):
+            cutoff = self._token_cutoffs.get(key)
+            if cutoff is not None and issued_at <= cutoff[0]:
+                return cutoff[1]
+        return None
+
     def clear(self) -> None:
         """Turn every fault off (latency included)."""
         self._latency = (0.0, 0.0)
@@ -141,6 +166,7 @@ class Faults:
         self._throttle = False
         self.untrusted_tls = False
         self._buckets.clear()
+        self._token_cutoffs.clear()
 
     # -- used by the server --------------------------------------------------------------------
 

@@ -320,8 +320,12 @@ class Store:
         items = self._secrets(vault).items()
         return [s for _, s in sorted(items) if not s.deleted]
 
-    def list_versions(self, vault: str, name: str) -> tuple[Secret, list[SecretVersion]]:
-        secret = self._active(vault, name)
+    def list_versions(self, vault: str, name: str) -> tuple[Secret | None, list[SecretVersion]]:
+        """Versions of an active secret; none (not 404) for a name that does not exist or is
+        soft-deleted, as Key Vault lists the versions of an unknown name as an empty page."""
+        secret = self._secrets(vault).get(check_name(name))
+        if secret is None or secret.deleted:
+            return None, []
         return secret, list(secret.versions)
 
     def list_deleted(self, vault: str) -> list[Secret]:

@@ -21,7 +21,10 @@
 - :meth:`VaultSettings.current` is the dependency: the latest validated Settings, a plain
   attribute read (no I/O). :meth:`VaultSettings.live` gives the :class:`~kvconfig.LiveSettings`.
 - :meth:`VaultSettings.health_router` / :meth:`VaultSettings.health_response`: ``live.health``
-  as JSON, 200 while healthy and 503 otherwise; versions and times, never a value.
+  as JSON for a readiness probe: 200 while *serving* (a validated Settings is published, also
+  through a vault outage), 503 before startup and after shutdown; ``fresh``, ``degraded`` and
+  ``issues`` in the body for alerting. ``GET /health?strict=true`` answers 503 also when not
+  fresh (for a monitor, not a readiness probe). Versions and times, never a value.
 
 With several workers (``uvicorn --workers N``, gunicorn), each worker process runs the lifespan:
 its own vault client and watcher, each refreshing every ``interval`` (the vault sees N watchers).
@@ -49,7 +52,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from kvconfig._errors import ClosedError
-from kvconfig._refresh._watch import LiveSettings
+from kvconfig._refresh._watch import ErrorCallback, LiveSettings
 from kvconfig._vault import KeyVault
 
 if TYPE_CHECKING:
@@ -73,6 +76,9 @@ class VaultSettings(Generic[SettingsT]):
             shutdown); default ``azure.identity.aio.DefaultAzureCredential``.
         interval: Seconds (or ``timedelta``) between refreshes, as for
             :meth:`~kvconfig.KeyVault.watch`.
+        on_refresh_error: Called (and awaited, if async) with each failed refresh's value-free
+            :class:`~kvconfig.KvConfigError` and each rejected value, as for
+            :meth:`~kvconfig.KeyVault.watch` (report it to your error tracker).
         watch_options: Other keyword arguments of :meth:`~kvconfig.KeyVault.watch`
             (``max_staleness``, ``on_change``, ``on_missing``, ...).
         **vault_options: Keyword arguments of :class:`~kvconfig.KeyVault` (``ca_file``,
@@ -86,6 +92,7 @@ class VaultSettings(Generic[SettingsT]):
         vault_url: str,
         credential: Callable[[], AsyncTokenCredential] | None = None,
         interval: float | timedelta = 60.0,
+        on_refresh_error: ErrorCallback | None = None,
         watch_options: dict[str, Any] | None = None,
         **vault_options: Any,
     ) -> None:
@@ -94,6 +101,8 @@ class VaultSettings(Generic[SettingsT]):
         self._credential = credential
         self._interval = interval
         self._watch_options = dict(watch_options or {})
+        if on_refresh_error is not None:
+            self._watch_options["on_refresh_error"] = on_refresh_error
         self._vault_options = vault_options
         self._live: LiveSettings[SettingsT] | None = None
 
@@ -160,15 +169,23 @@ class VaultSettings(Generic[SettingsT]):
         """
         return self.live().current
 
-    def health_response(self) -> JSONResponse:
-        """``live.health`` as JSON: 200 while healthy, 503 otherwise (and outside the
-        lifespan). Versions, counts and times only, never a value."""
+    def health_response(self, strict: bool = False) -> JSONResponse:
+        """``live.health`` as JSON, for a readiness probe: 200 while ``serving`` (also when
+        the vault is down and the last-known-good is served), 503 outside the lifespan.
+
+        ``fresh``, ``degraded`` and ``issues`` are in the body for alerting. With ``strict``
+        (``?strict=true`` on the route) it answers 503 also when not ``fresh``: for a monitor
+        that pages, never for a readiness probe (a vault blip would take every replica out of
+        rotation at once). Versions, counts and times only, never a value.
+        """
         live = self._live
         if live is None:
-            return JSONResponse({"healthy": False, "running": False}, status_code=503)
+            body = {"running": False, "serving": False, "fresh": False, "healthy": False}
+            return JSONResponse(body, status_code=503)
         state = live.health
         body = {"running": True, **_jsonable(dataclasses.asdict(state))}
-        return JSONResponse(body, status_code=200 if state.healthy else 503)
+        ok = state.serving and (state.fresh or not strict)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     def health_router(self, path: str = "/health") -> APIRouter:
         """A router serving :meth:`health_response` on ``GET path`` (outside the OpenAPI

@@ -173,7 +173,7 @@ def test_relative_data_path_exports_an_absolute_ca_file(
     cli = cli_factory("--data", "state/vault.db", cwd=tmp_path)
     ca_file = Path(cli.env["SSL_CERT_FILE"])
     assert ca_file.is_absolute()
-    assert ca_file == tmp_path / "state" / "vault.db.ca.pem"
+    assert ca_file == tmp_path / "state" / "vault.db.ca-bundle.pem"
     assert ca_file.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
 
 

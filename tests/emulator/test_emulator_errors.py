@@ -292,3 +292,44 @@ async def test_next_link_is_absolute_and_opaque(raw: Raw) -> None:
         rest = json.loads(await resp.read())
     assert [i["id"].rsplit("/", 1)[1] for i in rest["value"]] == ["n2"]
     assert rest["nextLink"] is None
+
+
+async def test_expect_100_continue_and_unparseable_http(
+    keyvault_emulator: KeyVaultEmulator,
+) -> None:
+    """``Expect: 100-continue`` gets its interim answer, then the normal one; a request aiohttp
+    cannot parse gets aiohttp's own 400 text/plain (public API only), and serving goes on."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    emu = keyvault_emulator
+    url = urlsplit(emu.vault_url)
+    async with emu.credential() as credential:
+        token = (await credential.get_token("https://vault.azure.net/.default")).token
+    body = b'{"value":"v"}'
+    reader, writer = await asyncio.open_connection(
+        url.hostname, url.port, ssl=emu.ssl_context(), server_hostname=url.hostname
+    )
+    writer.write(
+        b"PUT /secrets/continued?api-version=7.5 HTTP/1.1\r\nHost: %s\r\n"
+        b"Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n"
+        % (url.netloc.encode(), token.encode(), len(body))
+    )
+    await writer.drain()
+    assert (await reader.readuntil(b"\r\n\r\n")) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(body)
+    assert (await reader.readline()).startswith(b"HTTP/1.1 200 ")
+    writer.close()
+    reader2, writer2 = await asyncio.open_connection(
+        url.hostname, url.port, ssl=emu.ssl_context(), server_hostname=url.hostname
+    )
+    writer2.write(b"GET * HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = await reader2.read()
+    writer2.close()
+    head, _, text = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].endswith(b" 400 Bad Request")
+    assert b"Content-Type: text/plain" in head and text == b"*"  # the reason: the bad target
+    assert emu.requests[-1].path == "/secrets/continued"
+    async with emu.secret_client() as client:
+        assert (await client.get_secret("continued")).value == "v"

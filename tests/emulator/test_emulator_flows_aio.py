@@ -77,6 +77,21 @@ async def test_list_versions(keyvault_emulator: KeyVaultEmulator) -> None:
     assert _count(emu, "GET", "/secrets/rotated/versions") == 2 + 1
 
 
+async def test_list_versions_of_unknown_or_deleted_name_is_empty(
+    keyvault_emulator: KeyVaultEmulator,
+) -> None:
+    # Key Vault answers 200 {"value": [], "nextLink": null} for a name that never existed (the
+    # SDK's recorded session); the SDK's sample test iterates it expecting no error.
+    emu = keyvault_emulator
+    emu.seed({"gone": "1"})
+    emu.delete_secret("gone")
+    async with emu.secret_client() as client:
+        assert [p async for p in client.list_properties_of_secret_versions("never")] == []
+        assert [p async for p in client.list_properties_of_secret_versions("gone")] == []
+    statuses = {r.status for r in emu.requests if r.path.endswith("/versions")}
+    assert statuses == {401, 200}
+
+
 async def test_delete_recover_purge(keyvault_emulator: KeyVaultEmulator) -> None:
     emu = keyvault_emulator
     emu.seed({"gone": "1", "kept": "2", "purged": "3"})

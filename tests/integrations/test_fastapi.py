@@ -89,3 +89,44 @@ def test_one_lifespan_at_a_time(keyvault_emulator_sync: KeyVaultEmulator) -> Non
     app, _ = make_app(keyvault_emulator_sync)
     with TestClient(app), pytest.raises(RuntimeError, match="already running"), TestClient(app):
         pass
+
+
+def test_health_route_is_ready_while_serving_and_strict_while_fresh(
+    keyvault_emulator_sync: KeyVaultEmulator,
+) -> None:
+    """A vault outage longer than max_staleness: /health stays 200 (serving; the replica stays in
+    rotation) with fresh false in the body, /health?strict=true answers 503; a disabled secret
+    shows as degraded (its value kept), beside a rotation that is published; on_refresh_error
+    hears of the outage."""
+    emu = keyvault_emulator_sync
+    emu.seed({"greeting": "hi", "api-key": "k1"})
+    errors: list[str] = []
+    app, _ = make_app(
+        emu,
+        interval=0.05,
+        watch_options={"max_staleness": 0.1},
+        on_refresh_error=lambda error: errors.append(type(error).__name__),
+    )
+    with TestClient(app) as client:
+        body = client.get("/health?strict=true").json()
+        assert (body["serving"], body["fresh"], body["degraded"]) == (True, True, False)
+        emu.faults.outage(True)
+        eventually(lambda: client.get("/health?strict=true").status_code == 503)
+        health = client.get("/health")
+        assert health.status_code == 200
+        assert health.json()["serving"] is True and health.json()["fresh"] is False
+        emu.faults.outage(False)
+        eventually(lambda: client.get("/health?strict=true").status_code == 200)
+
+        emu.set_secret("greeting", "rotated")
+        emu.update_secret("api-key", enabled=False)
+        eventually(lambda: client.get("/health").json()["degraded"])
+        [issue] = client.get("/health").json()["issues"]
+        assert (issue["kind"], issue["secret"], issue["fields"]) == (
+            "disabled",
+            "api-key",
+            ["api_key"],
+        )
+        assert client.get("/").json() == {"greeting": "rotated"}
+        assert client.get("/health?strict=true").status_code == 200  # degraded is not stale
+    assert "VaultUnavailableError" in errors or "RefreshUnavailableError" in errors

@@ -133,6 +133,24 @@ async def test_refresh_spans_counters_and_gauges(
     assert operations == {("get", "found"), ("list", "ok")}
 
 
+async def test_degraded_refresh_is_a_span_attribute_and_an_issues_gauge(
+    keyvault_emulator: KeyVaultEmulator, make_vault: VaultFactory, otel: Otel
+) -> None:
+    """A disabled secret whose value is kept: the refresh span says degraded, the issues gauge
+    counts one; re-enabled, both clear."""
+    keyvault_emulator.seed({"stripe-key": "sk_1", "currency": "USD"})
+    async with make_vault() as vault, vault.watch(Payment, interval=3600) as live:
+        keyvault_emulator.update_secret("currency", enabled=False)
+        await live.refresh()
+        degraded = [p.value for _, p in otel.points("kvconfig.issues")]
+        keyvault_emulator.update_secret("currency", enabled=True)
+        await live.refresh()
+        recovered = [p.value for _, p in otel.points("kvconfig.issues")]
+    assert [dict(s.attributes or {})["kvconfig.degraded"] for s in otel.finished(
+        "kvconfig.refresh")] == [True, False]  # fmt: skip
+    assert degraded == [1] and recovered == [0]
+
+
 async def test_secret_names_only_on_opt_in(
     keyvault_emulator: KeyVaultEmulator, make_vault: VaultFactory, otel: Otel
 ) -> None:

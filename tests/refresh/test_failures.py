@@ -129,7 +129,12 @@ async def test_invalid_new_value_is_rejected_and_old_kept(
         health = live.health
         assert health.last_error is not None and "port" in health.last_error
         assert "not-a-port-zz9" not in health.last_error
-        assert health.consecutive_failures == 1
+        # The vault was read: a rejected value leaves the settings fresh but degraded.
+        assert health.consecutive_failures == 0
+        assert health.serving and health.fresh and health.degraded
+        [issue] = health.issues
+        assert (issue.kind, issue.secret, issue.fields) == ("rejected", "port", ("port",))
+        assert issue.vault == emu.vault_url and "not-a-port-zz9" not in repr(health)
         # Tried again at the next refresh (the value is read again), still rejected.
         with pytest.raises(SettingsValidationError):
             await live.refresh()
@@ -138,8 +143,9 @@ async def test_invalid_new_value_is_rejected_and_old_kept(
         change = await live.refresh()
         assert change is not None and change.fields == ("port",)
         assert live.current.port == 9443
+        assert not live.health.degraded
     assert "not-a-port-zz9" not in caplog.text
-    assert "rejected" in caplog.text
+    assert caplog.text.count("rejected a new value") == 1  # once per bad version
 
 
 async def test_forbidden_list_falls_back_to_gets_for_good(

@@ -75,7 +75,7 @@ async def test_web_service_serves_a_rotated_secret_within_an_interval(
     assert live.closed and live._task is not None and live._task.done()
 
 
-async def test_web_service_health_turns_503_when_stale(
+async def test_web_service_stays_ready_when_stale_and_strict_health_turns_503(
     keyvault_emulator: KeyVaultEmulator,
 ) -> None:
     emu = keyvault_emulator
@@ -91,12 +91,15 @@ async def test_web_service_health_turns_503_when_stale(
         async with aiohttp.ClientSession() as http:
             emu.faults.outage(True)
             for _ in range(200):
-                status, state = await get_json(http, f"http://{host}:{port}/health")
+                status, state = await get_json(http, f"http://{host}:{port}/health?strict=true")
                 if status == 503:
                     break
                 await asyncio.sleep(0.02)
-            assert status == 503 and not state["healthy"]
+            assert status == 503 and not state["healthy"] and not state["fresh"]
             assert "ServiceUnavailable" in state["last_error"]
+            # Readiness stays green: the last-known-good configuration is still served.
+            status, state = await get_json(http, f"http://{host}:{port}/health")
+            assert status == 200 and state["serving"] and not state["fresh"]
             status, body = await get_json(http, f"http://{host}:{port}/")
             assert status == 200 and body["message"] == "hello, world"  # still serving
             emu.faults.outage(False)

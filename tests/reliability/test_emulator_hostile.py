@@ -82,10 +82,26 @@ def assert_no_5xx(answer: Answer, context: object, *, head: bool = False) -> Non
     assert answer.status != 0, f"{context!r}: connection closed without an answer"
     assert answer.status < 500, f"{context!r} -> {answer.status} {answer.body[:300]!r}"
     if answer.status >= 400:
+        if is_unparseable_answer(answer):
+            return
         if head:
             assert answer.headers.get("x-ms-error-code"), context
         else:
             assert_azure_error(answer, context)
+
+
+def is_unparseable_answer(answer: Answer) -> bool:
+    """aiohttp's own answer to a request it cannot parse as HTTP (a ``*`` target, an over-long
+    line, a malformed header): 400 ``text/plain`` naming the reason, before the vault API sees
+    the request (no ``x-ms-request-id``). The emulator uses only aiohttp's public API, which has
+    no hook to reshape it; the README documents it. Never a traceback."""
+    if answer.status != 400 or "x-ms-request-id" in answer.headers:
+        return False
+    if not answer.headers.get("content-type", "").startswith("text/plain"):
+        return False
+    text = answer.body.decode("utf-8", "replace")
+    assert "Traceback" not in text and 'File "' not in text and SEEDED_VALUE not in text
+    return True
 
 
 # -- running hypothesis against the emulator on the test's loop ---------------------------------

@@ -179,6 +179,7 @@ async def test_no_value_leaks_from_the_library(
         }
     )
     events: list[ChangeEvent] = []
+    refresh_errors: list[Exception] = []
 
     async with make_vault(emu, ttl=0) as vault:
         # A successful load and everything it leaves behind.
@@ -193,15 +194,30 @@ async def test_no_value_leaks_from_the_library(
         scanner.add("fetcher", fetcher, fetcher.cache)
 
         # Live settings: a valid rotation, an invalid one, an outage, events, health.
-        async with vault.watch(AppSettings, interval=60, on_change=events.append) as live:
+        async with vault.watch(
+            AppSettings,
+            interval=60,
+            on_change=events.append,
+            on_refresh_error=refresh_errors.append,
+        ) as live:
             stream = live.changes()
             emu.set_secret("api-key", s("rotated"))
             event = await live.refresh()
             assert event is not None and event.fields == ("api_key",)
             scanner.add("event", event, *event.secrets, await anext(stream))
+            # One invalid rotation beside a valid one: the valid one is published, health is
+            # degraded and names the rejected secret.
+            emu.set_secret("api-key", s("rotated-again"))
+            emu.set_secret("port", s("partial-bad"))
+            event = await live.refresh()
+            assert event is not None and event.fields == ("api_key",)
+            health = live.health
+            assert health.degraded
+            scanner.add("degraded health", event, health, *health.issues, health.last_error)
             emu.set_secret("port", s("not-an-int"))  # does not validate: never published
             await _expect(scanner, "refresh invalid", SettingsValidationError, live.refresh())
             emu.set_secret("port", "8081")
+            await live.refresh()  # published alone, or it would be published beside the next
             emu.set_secret("signing-key-v2", s())  # too short for min_length=40 with no suffix
             await _expect(scanner, "refresh too short", SettingsValidationError, live.refresh())
             emu.set_secret("signing-key-v2", s("signing-again"))
@@ -212,6 +228,11 @@ async def test_no_value_leaks_from_the_library(
             async with asyncio.timeout(5):  # callbacks run on the dispatcher, after refresh()
                 while len(events) < 2:  # noqa: ASYNC110
                     await asyncio.sleep(0.005)
+            async with asyncio.timeout(5):  # on_refresh_error runs on the dispatcher too
+                while len(refresh_errors) < 4:  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)
+            for error in refresh_errors:
+                scanner.add_error("on_refresh_error", error)
             scanner.add("live", live, live.health, live.current, live._detector)
             scanner.add("held", *(live._detector.held.values() if live._detector else ()))
         scanner.add("events", *events)
@@ -257,7 +278,12 @@ async def test_no_value_leaks_from_the_library(
     record("library.leaks.strings_scanned", len(scanner.texts))
     record("library.leaks.found", len(leaks), target="0")
     assert scanner.records > 50, "the loggers captured nothing"
-    assert [e.fields for e in events] == [("api_key",), ("signing_key", "port")]
+    assert [e.fields for e in events] == [
+        ("api_key",),
+        ("api_key",),  # beside the rejected port
+        ("port",),
+        ("signing_key",),
+    ]
     assert leaks == [], "\n".join(leaks[:10])
 
 
@@ -646,6 +672,31 @@ def _seed_over_sdk(env: dict[str, str], values: dict[str, str], mp: pytest.Monke
             client.set_secret(name, value)
 
 
+async def test_no_value_or_token_in_the_emulator_request_log(
+    scanner: Scanner, keyvault_ca: CertificateAuthority
+) -> None:
+    """``kvconfig emulator --log-requests`` lines (the formatter the CLI prints): method, path,
+    status, time; never a body, a query or a token."""
+    from kvconfig.emulator._cli import format_request
+
+    lines: list[str] = []
+    async with KeyVaultEmulator(
+        ca=keyvault_ca, request_logger=lambda r: lines.append(format_request(r))
+    ) as emu:
+        value = scanner.secret("request-log")
+        async with emu.secret_client() as client:
+            await client.set_secret("logged", value)
+            assert (await client.get_secret("logged")).value == value
+            async for _ in client.list_properties_of_secret_versions("logged"):
+                pass
+        async with emu.credential() as credential:
+            token = (await credential.get_token("https://vault.azure.net/.default")).token
+    scanner.add("emulator request log", "\n".join(lines))
+    assert len(lines) >= 4 and all(token not in line and "kvemu." not in line for line in lines)
+    leaks = scanner.leaks()
+    assert leaks == [], "\n".join(leaks[:10])
+
+
 def test_no_value_leaks_from_the_sync_api_and_the_dropin(scanner: Scanner) -> None:
     from pydantic_settings import PydanticBaseSettingsSource
 
@@ -793,7 +844,7 @@ def test_no_value_leaks_from_the_fastapi_integration(
         scanner.add("fastapi health ok", client.get("/health").text)
         emu.set_secret("port", scanner.secret("port"))  # invalid: keeps the last-known-good
         deadline = time.monotonic() + 20
-        while client.get("/health").json()["failures"] < 2:
+        while not client.get("/health").json()["degraded"]:
             assert time.monotonic() < deadline, "did not hang"
             time.sleep(0.05)
         scanner.add("fastapi health failing", client.get("/health").text)

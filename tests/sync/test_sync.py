@@ -13,7 +13,14 @@ import pytest
 from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings
 
-from kvconfig import ChangeEvent, ClosedError, MissingSettingError, SyncKeyVault
+from kvconfig import (
+    ChangeEvent,
+    ClosedError,
+    KvConfigError,
+    MissingSettingError,
+    SettingsValidationError,
+    SyncKeyVault,
+)
 from kvconfig.emulator import KeyVaultEmulator
 
 
@@ -124,6 +131,39 @@ def test_watch_refresh_callbacks_and_threads(sync_emulator: KeyVaultEmulator) ->
         live.refresh()
     assert events == [(1, ("api_key",), events[0][2])]
     assert events[0][2].startswith("kvconfig-callback")
+
+
+class Ported(Settings):
+    port: int = 8080
+
+
+def test_health_and_on_refresh_error_from_sync_code(sync_emulator: KeyVaultEmulator) -> None:
+    """The same health as the async API (serving / fresh / degraded) and on_refresh_error on the
+    callback thread, with a value-free error; one bad secret does not hold back another."""
+    sync_emulator.seed({**SECRETS, "port": "9000"})
+    errors: list[tuple[KvConfigError, str]] = []
+    seen = threading.Event()
+
+    def on_refresh_error(error: KvConfigError) -> None:
+        errors.append((error, threading.current_thread().name))
+        seen.set()
+
+    with _vault(sync_emulator) as vault:
+        live = vault.watch(Ported, interval=3600, on_refresh_error=on_refresh_error)
+        health = live.health
+        assert health.serving and health.fresh and not health.degraded
+        sync_emulator.set_secret("api-key", "k2")
+        sync_emulator.set_secret("port", "not-a-port")
+        event = live.refresh()
+        assert event is not None and event.fields == ("api_key",)
+        health = live.health
+        assert health.serving and health.fresh and health.degraded
+        assert [(i.kind, i.secret) for i in health.issues] == [("rejected", "port")]
+        assert seen.wait(10)
+        [(error, thread)] = errors
+        assert isinstance(error, SettingsValidationError) and error.__context__ is None
+        assert thread.startswith("kvconfig-callback")
+    assert not live.health.serving
 
 
 def test_failing_callback_is_logged_not_raised(
