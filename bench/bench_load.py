@@ -1,4 +1,5 @@
-"""Cold-load benchmark: kvconfig vs raw HTTP vs the SDK floor vs pydantic-settings' source.
+"""Cold-load benchmark: kvconfig (KeyVault.load and the drop-in source) vs raw HTTP vs the SDK
+floor vs pydantic-settings' source.
 
 For each latency (default 0 and 20 ms) runs ``kvconfig emulator --latency-ms L`` as a separate
 process, fills vaults of 100 and 1000 secrets, then times cold loads of K secrets (K in 10, 100,
@@ -9,6 +10,10 @@ process, fills vaults of 100 and 1000 secrets, then times cold loads of K secret
   32 pooled connections (one SSL context), ``json.loads`` of each body. No SDK, no validation.
 
 - **kvconfig**: ``async with KeyVault(...) as vault: await vault.load(Settings)``;
+- **kvconfig drop-in**: ``kvconfig.AzureKeyVaultSettingsSource`` in place of pydantic-settings'
+  (same constructor, same ``settings_customise_sources``, the same sync credential, plus
+  ``ca_file=``); ``Settings()`` called sync, as users call it (kvconfig runs the reads on its
+  private loop thread);
 - **pydantic-settings**: its ``AzureKeyVaultSettingsSource`` (sync client, lists the vault, then
   one GET at a time), subclassed only to pass ``verify_challenge_resource=False``; the CA is
   trusted through ``REQUESTS_CA_BUNDLE`` as the emulator exports it;
@@ -17,9 +22,6 @@ process, fills vaults of 100 and 1000 secrets, then times cold loads of K secret
   ``trust_env=False``), no validation.
 - **sdk send_request**: the same, but each GET through ``client.send_request(HttpRequest(...))``
   and ``json.loads`` instead of ``get_secret``'s model deserialisation.
-- **kvconfig, prototype**: kvconfig as it will be once the issue-15 pieces are wired into the
-  fetcher and the build: GETs through ``kvconfig._rawget.get_secret_raw`` and the build without
-  idle env/dotenv sources (``kvconfig._lean_sources``), patched in for its own runs only.
 
 Beside them, at K=100, kvconfig with several vaults (``--vault shared`` on the same emulator):
 
@@ -34,7 +36,9 @@ Beside them, at K=100, kvconfig with several vaults (``--vault shared`` on the s
 Every load is cold: a new credential (the emulator's managed-identity endpoint, through
 ``azure.identity``; raw: one plain GET to it), a new client and an empty challenge cache. Wall
 time is the median of the runs; CPU is ``time.process_time()`` of this (client) process per
-secret, median too. Ratios are to the raw floor of the same case and run set.
+secret, median too. Ratios are to the raw floor of the same case and run set; the last column
+is wall time relative to ``KeyVault.load`` (pydantic-settings' value there is how many times
+slower than kvconfig it is).
 
 Run (needs the bench extra: ``.venv/bin/pip install -e '.[bench]'``)::
 
@@ -42,7 +46,7 @@ Run (needs the bench extra: ``.venv/bin/pip install -e '.[bench]'``)::
     .venv/bin/python bench/bench_load.py --runs 9 --ks 100 1000 --latencies 0
     .venv/bin/python bench/bench_load.py --runs 3 --ps-runs 1 --ps-big-runs 0   # quick look
     .venv/bin/python bench/bench_load.py --ks 100 --latencies 20 --runs 11 --ps-runs 3 \
-        --skip "kvconfig, prototype" "sdk send_request"                # several vaults (issue 11)
+        --skip "sdk send_request"                                    # several vaults (issue 11)
 """
 
 from __future__ import annotations
@@ -75,11 +79,8 @@ from azure.keyvault.secrets.aio import SecretClient
 from pydantic import create_model
 from pydantic_settings import AzureKeyVaultSettingsSource, BaseSettings, PydanticBaseSettingsSource
 
+import kvconfig
 from kvconfig import KeyVault, Secret
-from kvconfig import _vault as kv_vault
-from kvconfig._client import build_clients
-from kvconfig._lean_sources import drop_idle_sources
-from kvconfig._rawget import RawSecret, RawSecretReader
 
 # -- the emulator process ---------------------------------------------------------------------
 
@@ -140,7 +141,7 @@ async def seed(vault_url: str, ca_file: str, count: int, stem: str = "s") -> lis
     return names
 
 
-# -- the three contenders ---------------------------------------------------------------------
+# -- the contenders -----------------------------------------------------------------------------
 
 
 def field_name(secret_name: str) -> str:
@@ -161,6 +162,7 @@ def two_vault_settings(names: list[str], pinned: list[str]) -> type[BaseSettings
 
 class _Holder:
     url = ""
+    ca_file = ""
     credential: Any = None
 
 
@@ -307,62 +309,31 @@ async def load_send_request(url: str, ca_file: str, names: list[str]) -> None:
         await credential.close()
 
 
-# -- the integration prototype (issue 15): raw GETs and idle sources left out ------------------
+def dropin_settings_class(names: list[str]) -> type[BaseSettings]:
+    """pydantic-settings' usage with the one import changed (plus ``ca_file`` for the emulator)."""
+    fields: dict[str, Any] = {field_name(n): (str, ...) for n in names}
+    base = create_model("DropInBase", __base__=BaseSettings, **fields)
 
-
-class _RawProps:
-    """What kvconfig's fetcher reads from ``KeyVaultSecret.properties``, from a RawSecret."""
-
-    def __init__(self, raw: RawSecret) -> None:
-        self.version = raw.version
-        self.enabled = raw.enabled
-        self.content_type = raw.content_type
-        self.created_on = raw.created
-        self.updated_on = raw.updated
-        self.expires_on = raw.expires_on
-        self.not_before = raw.not_before
-
-
-class _RawBundle:
-    def __init__(self, raw: RawSecret) -> None:
-        self.value = raw.value
-        self.properties = _RawProps(raw)
-
-
-def _raw_client(*args: Any, **kwargs: Any) -> SecretClient:
-    """kvconfig's client, with ``get_secret`` going through its ``RawSecretReader``."""
-    clients = build_clients(*args, **kwargs)
-    client, reader = clients.secrets, clients.reader
-    if os.environ.get("BENCH_VIA_SEND_REQUEST"):
-        reader = RawSecretReader(client)
-
-    async def get_secret(name: str, version: str | None = None, **options: Any) -> Any:
-        return _RawBundle(await reader.get(name, version, **options))
-
-    client.get_secret = get_secret  # type: ignore[method-assign]
-    return client
-
-
-def prototype_settings(names: list[str]) -> type[BaseSettings]:
-    base = kvconfig_settings(names)
-
-    class Lean(base):  # type: ignore[misc,valid-type]
+    class DropInSettings(base):  # type: ignore[misc,valid-type]
         @classmethod
-        def _settings_init_sources(cls, **kwargs: Any) -> Any:
-            sources, rest = super()._settings_init_sources(**kwargs)
-            return drop_idle_sources(sources), rest
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            source = kvconfig.AzureKeyVaultSettingsSource(
+                settings_cls,
+                _Holder.url,
+                _Holder.credential,
+                dash_to_underscore=True,
+                ca_file=_Holder.ca_file,
+            )
+            return (init_settings, env_settings, dotenv_settings, source)
 
-    return Lean
-
-
-async def load_prototype(url: str, ca_file: str, settings_cls: type[BaseSettings]) -> None:
-    """kvconfig as it would be after integration; patches only for the duration of the load."""
-    original = kv_vault.build_secret_client
-    kv_vault.build_secret_client = _raw_client  # type: ignore[assignment]
-    try:
-        await load_kvconfig(url, ca_file, settings_cls, None)
-    finally:
-        kv_vault.build_secret_client = original
+    return DropInSettings
 
 
 def load_pydantic_settings(url: str, settings_cls: type[BaseSettings]) -> None:
@@ -395,7 +366,7 @@ async def timed(samples: Samples, run: Callable[[], Awaitable[None]]) -> None:
 CONTENDERS = [
     "raw",
     "kvconfig",
-    "kvconfig, prototype",
+    "kvconfig drop-in",
     "sdk get_secret",
     "sdk send_request",
     "pydantic-settings",
@@ -437,12 +408,11 @@ async def bench_case(
     extra: dict[str, Runner] | None = None,
 ) -> dict[str, Samples]:
     kv_cls = kvconfig_settings(names)
-    proto_cls = prototype_settings(names)
+    dropin_cls = dropin_settings_class(names)
     ps_cls = pydantic_settings_class(names)
     runners: dict[str, Callable[[], Awaitable[None]]] = {
         "raw": lambda: load_raw(url, ca_file, names),
         "kvconfig": lambda: load_kvconfig(url, ca_file, kv_cls, None),
-        "kvconfig, prototype": lambda: load_prototype(url, ca_file, proto_cls),
         "sdk get_secret": lambda: load_floor(url, ca_file, names),
         "sdk send_request": lambda: load_send_request(url, ca_file, names),
     }
@@ -450,6 +420,11 @@ async def bench_case(
     async def ps() -> None:
         load_pydantic_settings(url, ps_cls)  # sync, as users call it
 
+    async def dropin() -> None:
+        _Holder.ca_file = ca_file
+        load_pydantic_settings(url, dropin_cls)  # the same call, kvconfig's source
+
+    runners["kvconfig drop-in"] = dropin
     runners["pydantic-settings"] = ps
     runners.update(extra or {})
     runners = {k: v for k, v in runners.items() if k not in skip}
@@ -473,6 +448,8 @@ async def bench_case(
 def table_rows(latency: float, k: int, results: dict[str, Samples]) -> list[str]:
     raw_wall = statistics.median(results["raw"].wall_ms)
     raw_cpu = statistics.median(results["raw"].cpu_ms)
+    kv = results.get("kvconfig")
+    kv_wall = statistics.median(kv.wall_ms) if kv is not None and kv.wall_ms else None
     rows = []
     for name, s in results.items():
         if not s.wall_ms:
@@ -481,7 +458,8 @@ def table_rows(latency: float, k: int, results: dict[str, Samples]) -> list[str]
         cpu = statistics.median(s.cpu_ms)
         rows.append(
             f"| {k} | {latency:g} | {name} | {len(s.wall_ms)} | {wall:,.0f} | {cpu / k:.3f} | "
-            f"{cpu / raw_cpu:.2f}x | {wall / raw_wall:.2f}x |"
+            f"{cpu / raw_cpu:.2f}x | {wall / raw_wall:.2f}x | "
+            + (f"{wall / kv_wall:.2f}x |" if kv_wall else "- |")
         )
     return rows
 
@@ -544,9 +522,9 @@ async def main() -> int:
     )
     print(
         "| K | latency ms | loader | runs | median wall ms | CPU ms/secret | CPU vs raw "
-        "| wall vs raw |"
+        "| wall vs raw | wall vs kvconfig |"
     )
-    print("|---:|---:|---|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     if args.chart is not None:
         draw_chart(args.chart, measured)
@@ -562,11 +540,11 @@ def draw_chart(path: Path, measured: list[tuple[float, int, dict[str, Samples]]]
     import matplotlib.pyplot as plt
 
     measured = [m for m in measured if m[1] >= 100]
-    loaders = ["raw", "kvconfig, prototype", "kvconfig", "sdk get_secret", "pydantic-settings"]
+    loaders = ["raw", "kvconfig", "kvconfig drop-in", "sdk get_secret", "pydantic-settings"]
     colours = {
         "raw": "#888888",
-        "kvconfig, prototype": "#1a4f80",
-        "kvconfig": "#2b7bba",
+        "kvconfig": "#1a4f80",
+        "kvconfig drop-in": "#2b7bba",
         "sdk get_secret": "#9bbbd4",
         "pydantic-settings": "#d95f02",
     }

@@ -25,14 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from azure.keyvault.secrets._shared import HttpChallengeCache
-from bench_load import (
-    kvconfig_settings,
-    load_kvconfig,
-    load_prototype,
-    prototype_settings,
-    seed,
-    start_emulator,
-)
+from bench_load import kvconfig_settings, load_kvconfig, seed, start_emulator
 
 # First match wins: (layer, substring of the function's file path).
 LAYERS: list[tuple[str, str]] = [
@@ -79,9 +72,6 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=1000)
     parser.add_argument("--latency-ms", type=float, default=0)
-    parser.add_argument(
-        "--prototype", action="store_true", help="profile bench_load's 'kvconfig, prototype'"
-    )
     parser.add_argument("--top", type=int, default=0, help="also print the N costliest functions")
     args = parser.parse_args()
 
@@ -92,16 +82,10 @@ async def main() -> int:
         ca_file = exports["REQUESTS_CA_BUNDLE"]
         url = exports["VAULT_URL_BIG"]
         names = await seed(url, ca_file, args.k)
-        if args.prototype:
-            cls = prototype_settings(names)
+        cls = kvconfig_settings(names)
 
-            async def load() -> None:
-                await load_prototype(url, ca_file, cls)
-        else:
-            cls = kvconfig_settings(names)
-
-            async def load() -> None:
-                await load_kvconfig(url, ca_file, cls, None)
+        async def load() -> None:
+            await load_kvconfig(url, ca_file, cls, None)
 
         await load()  # warm-up: imports, first contexts
         HttpChallengeCache.clear()

@@ -21,6 +21,7 @@ from pydantic_settings.exceptions import SettingsError
 from pydantic_settings.sources import DefaultSettingsSource
 
 from kvconfig._errors import MissingSettingError, SettingsValidationError
+from kvconfig._lean_sources import drop_idle_sources
 from kvconfig._model import FetchedSecret, SecretStatus
 from kvconfig._names import PlannedSecret, SettingsPlan
 from kvconfig._redact import safe_errors
@@ -62,12 +63,14 @@ def source_list(
     settings_cls: type[BaseSettings], init_kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """pydantic-settings' sources for ``settings_cls`` as ``Settings(**init_kwargs)`` builds them
-    (the one place its private ``_settings_init_sources`` is called)."""
+    (the one place its private ``_settings_init_sources`` is called), less the idle ones."""
     values = dict(init_kwargs)
     # `_env_file=`, `_secrets_dir=`, ... configure the sources, as in `Settings(...)`.
     options = {k: values.pop(k) for k in list(values) if k in source_options()}
     sources, kwargs = settings_cls._settings_init_sources(_init_kwargs=values, **options)
-    return tuple(sources), kwargs
+    # Idle env/dotenv sources would walk every field for nothing, in needed_plan() and in the
+    # build; dropping them changes no value and no precedence (kvconfig._lean_sources).
+    return drop_idle_sources(sources), kwargs
 
 
 def needed_plan(

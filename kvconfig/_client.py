@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import os
 import ssl
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from azure.keyvault.secrets.aio import SecretClient
 
 from kvconfig._errors import ConfigurationError
 from kvconfig._rawget import RawSecretReader
+
+logger = logging.getLogger("kvconfig")
 
 __all__ = [
     "SignallingCredential",
@@ -239,12 +242,16 @@ def build_clients(
 # verification, CAE claims challenges, token caching and refresh, the shared challenge cache)
 # lives in the SDK's AsyncChallengeAuthPolicy, which only a private module exports. Rather than
 # re-implement ~300 lines of security-sensitive protocol, kvconfig reuses it, isolated here:
-# - only for SDK versions this code was tested against (_TRIMMED_SDK_VERSIONS); any other
-#   version, or a failed import, falls back to the SDK's own full pipeline (slower, same
-#   behaviour), so an SDK upgrade can cost speed but never correctness;
+# - pyproject.toml pins azure-keyvault-secrets to the versions this code was tested against
+#   (_TRIMMED_SDK_VERSIONS; a test checks the two agree); any other version installed anyway,
+#   or a failed import, falls back to the SDK's own full pipeline (slower, same behaviour,
+#   logged at DEBUG), so an SDK upgrade can cost speed but never correctness;
 # - tests/core/test_client.py runs it against the real package and the emulator (challenge,
 #   cached token, claims challenge, errors, Retry-After, timeouts).
 _TRIMMED_SDK_VERSIONS = ((4, 12), (4, 13))  # [low, high)
+
+
+_FALLBACK = "azure-keyvault-secrets %s (%s): using the SDK's default pipeline (slower)"
 
 
 def _sdk_version_tested(version: str) -> bool:
@@ -268,12 +275,14 @@ def pipeline_policies(
     range or no longer has the challenge policy where this version expects it.
     """
     if not _sdk_version_tested(sdk_version):
+        logger.debug(_FALLBACK, sdk_version, "untested version")
         return None
     try:
         from azure.keyvault.secrets._shared.async_challenge_auth_policy import (
             AsyncChallengeAuthPolicy,
         )
     except ImportError:
+        logger.debug(_FALLBACK, sdk_version, "no challenge policy where expected")
         return None
     return [
         UserAgentPolicy(sdk_moniker=f"keyvault-secrets/{_SDK_VERSION}"),

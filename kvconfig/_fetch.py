@@ -1,6 +1,8 @@
 """Fetching secrets: priming, bounded concurrency, retries, TTL cache and single-flight.
 
-:class:`SecretFetcher` is the only code that calls ``SecretClient.get_secret``. Its contract:
+:class:`SecretFetcher` is the only code that reads one secret (through
+:class:`~kvconfig._rawget.RawSecretReader`, which raises what ``SecretClient.get_secret``
+raises). Its contract:
 
 ``await fetcher.fetch(refs, *, max_age=None, timeout=None) -> FetchResult``
 
@@ -32,13 +34,12 @@ from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from azure.core.exceptions import AzureError
-from azure.keyvault.secrets import KeyVaultSecret
-from azure.keyvault.secrets.aio import SecretClient
 
 from kvconfig._cache import CacheKey, SecretCache
 from kvconfig._errors import ClosedError, VaultError
 from kvconfig._model import FetchedSecret, FetchResult, SecretStatus
 from kvconfig._names import SecretRef
+from kvconfig._rawget import RawSecret, RawSecretReader
 from kvconfig._retry import Deadline, RetryPolicy
 from kvconfig._telemetry import outcome_name, telemetry
 from kvconfig._translate import Outcome, classify, unavailable_error
@@ -105,10 +106,11 @@ class _Flight:
 
 
 class SecretFetcher:
-    """Reads secrets for one vault through one ``SecretClient``. See the module docstring.
+    """Reads secrets for one vault through one reader. See the module docstring.
 
     Args:
-        client: The aio ``SecretClient`` (kvconfig's: SDK retries off).
+        reader: The vault's :class:`~kvconfig._rawget.RawSecretReader` (kvconfig's pipeline:
+            SDK retries off).
         vault_url: For cache keys and error messages.
         cache: The TTL cache (shared with whoever else reads this vault, if wanted).
         max_concurrency: Requests in flight at most.
@@ -123,7 +125,7 @@ class SecretFetcher:
 
     def __init__(
         self,
-        client: SecretClient,
+        reader: RawSecretReader,
         *,
         vault_url: str,
         cache: SecretCache,
@@ -134,7 +136,7 @@ class SecretFetcher:
         token_ready: asyncio.Event | None = None,
         semaphore: asyncio.Semaphore | None = None,
     ) -> None:
-        self._client = client
+        self._reader = reader
         self._token_ready = token_ready
         self.vault_url = vault_url
         self.cache = cache
@@ -423,7 +425,7 @@ class SecretFetcher:
                     flight.scope = scope
                     async with self._semaphore:
                         sent_at = time.time()
-                        secret = await self._client.get_secret(
+                        secret = await self._reader.get(
                             ref.name,
                             ref.version,
                             connection_timeout=self.request_timeout,
@@ -499,18 +501,17 @@ def _unchained(error: VaultError) -> VaultError:
     return error
 
 
-def _found(name: str, secret: KeyVaultSecret, sent_at: float) -> FetchedSecret:
-    props = secret.properties
+def _found(name: str, secret: RawSecret, sent_at: float) -> FetchedSecret:
     return FetchedSecret(
         name=name,
         status=SecretStatus.FOUND,
-        version=props.version,
-        value=secret.value if secret.value is not None else "",
-        enabled=props.enabled,
-        content_type=props.content_type,
-        created=props.created_on,
-        updated=props.updated_on,
-        expires_on=props.expires_on,
-        not_before=props.not_before,
+        version=secret.version,
+        value=secret.value,
+        enabled=secret.enabled,
+        content_type=secret.content_type,
+        created=secret.created,
+        updated=secret.updated,
+        expires_on=secret.expires_on,
+        not_before=secret.not_before,
         sent_at=sent_at,
     )

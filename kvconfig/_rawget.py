@@ -120,9 +120,11 @@ class RawSecretReader:
             self._base_headers = {"Accept": "application/json"}
             if user_agent:
                 self._base_headers["User-Agent"] = user_agent
+            # _Replay sits between the (shared) challenge policy and the transport, so it is in
+            # the SDK client's path too; without the reader's option it only passes requests on.
             self._pipeline = AsyncPipelineClient(
                 base_url=self._base,
-                policies=[_CaptureAuthorization(self), *policies],
+                policies=[_CaptureAuthorization(self), *policies, _Replay()],
                 transport=transport,
             )
 
@@ -142,8 +144,12 @@ class RawSecretReader:
         headers = self._headers
         if headers is not None and time.monotonic() < self._headers_until:
             raw = await self._direct(name, self._base + path, headers, kwargs)
-            if raw is not None:
+            if isinstance(raw, RawSecret):
                 return raw
+            # A 401: the token was refused (revoked, CAE claims challenge, ...). The challenge
+            # policy handles this very response as if it had sent the request itself, so the
+            # vault sees exactly the requests get_secret would have made.
+            kwargs = {**kwargs, _REPLAY_OPTION: raw}
         if self._pipeline is None:
             response = await self._client.send_request(HttpRequest("GET", path), **kwargs)
         else:
@@ -153,11 +159,10 @@ class RawSecretReader:
 
     async def _direct(
         self, name: str, url: str, headers: dict[str, str], options: dict[str, Any]
-    ) -> RawSecret | None:
-        """One GET on the session; ``None`` after a 401 (the caller re-sends via the policy)."""
+    ) -> RawSecret | _PlainResponse:
+        """One GET on the session; a 401 is returned for the challenge policy to handle."""
         session = self._session
-        if session is None:
-            return None
+        assert session is not None
         timeout = aiohttp.ClientTimeout(
             sock_connect=options.get("connection_timeout", _DEFAULT_TIMEOUT_S),
             sock_read=options.get("read_timeout", _DEFAULT_TIMEOUT_S),
@@ -182,11 +187,12 @@ class RawSecretReader:
             raise ServiceResponseTimeoutError(err, error=err) from err
         except aiohttp.ClientError as err:
             raise ServiceRequestError(err, error=err) from err
+        plain = _PlainResponse(status, reason or "", response_headers, body)
         if status == 401:
             if self._headers is headers:
                 self._headers = None
-            return None
-        return _result(name, _PlainResponse(status, reason or "", response_headers, body))
+            return plain
+        return _result(name, plain)
 
     async def close(self) -> None:
         """Close the pipeline (a transport built on a shared session leaves the session open)."""
@@ -212,6 +218,26 @@ class _CaptureAuthorization(SansIOHTTPPolicy[HttpRequest, AsyncHttpResponse]):
             authorization = request.http_request.headers.get("Authorization")
             if authorization:
                 self._reader._authorized(authorization)
+
+
+_REPLAY_OPTION = "kvconfig_replay_401"
+
+
+class _Replay(AsyncHTTPPolicy[HttpRequest, AsyncHttpResponse]):
+    """Answers a request carrying :data:`_REPLAY_OPTION` with that (401) response, once.
+
+    Placed right after the challenge policy: a 401 the direct path received is handed to the
+    policy as the answer to the request it just authorised, so it runs its own challenge flow
+    (new token, CAE claims, one re-send, give up on a second 401) with no extra request.
+    """
+
+    async def send(
+        self, request: PipelineRequest[HttpRequest]
+    ) -> PipelineResponse[HttpRequest, AsyncHttpResponse]:
+        replay = request.context.options.pop(_REPLAY_OPTION, None)
+        if replay is None:
+            return await self.next.send(request)
+        return PipelineResponse(request.http_request, replay, context=request.context)
 
 
 class _PlainResponse:

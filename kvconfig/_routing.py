@@ -35,7 +35,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.keyvault.secrets.aio import SecretClient
 
 from kvconfig._cache import SecretCache
-from kvconfig._client import build_secret_client, build_session, signalling, vault_host
+from kvconfig._client import VaultClients, build_clients, build_session, signalling, vault_host
 from kvconfig._errors import ClosedError, ConfigurationError
 from kvconfig._fetch import SecretFetcher
 from kvconfig._model import FetchedSecret, FetchResult, SecretStatus
@@ -210,7 +210,7 @@ class VaultPool:
         self._api_version = api_version
         self.cache = cache
         self._semaphore: asyncio.Semaphore | None = None
-        self._vaults: dict[str, tuple[aiohttp.ClientSession, SecretClient, SecretFetcher]] = {}
+        self._vaults: dict[str, tuple[aiohttp.ClientSession, VaultClients, SecretFetcher]] = {}
         self._closed = False
 
     @property
@@ -222,7 +222,7 @@ class VaultPool:
         """The vault URLs opened so far."""
         return tuple(self._vaults)
 
-    def _vault(self, url: str) -> tuple[aiohttp.ClientSession, SecretClient, SecretFetcher]:
+    def _vault(self, url: str) -> tuple[aiohttp.ClientSession, VaultClients, SecretFetcher]:
         if self._closed:
             raise ClosedError(f"KeyVault({url!r}) is closed")
         url = canonical_url(url)
@@ -235,7 +235,7 @@ class VaultPool:
             )
             # One wrapper per vault: each client pays its own challenge, so each vault primes.
             credential = signalling(self._credential)
-            client = build_secret_client(
+            clients = build_clients(
                 url,
                 credential,
                 session,
@@ -243,7 +243,7 @@ class VaultPool:
                 api_version=self._api_version,
             )
             fetcher = SecretFetcher(
-                client,
+                clients.reader,
                 vault_url=url,
                 cache=self.cache,
                 max_concurrency=self._max_concurrency,
@@ -253,7 +253,7 @@ class VaultPool:
                 token_ready=credential.token_ready,
                 semaphore=self._semaphore,
             )
-            opened = (session, client, fetcher)
+            opened = (session, clients, fetcher)
             self._vaults[url] = opened
         return opened
 
@@ -267,7 +267,7 @@ class VaultPool:
 
     def client(self, url: str) -> SecretClient:
         """The SDK client of vault ``url`` (opened now if needed)."""
-        return self._vault(url)[1]
+        return self._vault(url)[1].secrets
 
     async def aclose(self) -> None:
         """Cancel requests in flight, close every client and session. Idempotent."""
@@ -276,10 +276,10 @@ class VaultPool:
         self._closed = True
         vaults = list(self._vaults.values())
         errors: list[BaseException] = []
-        for _, client, fetcher in vaults:
+        for _, clients, fetcher in vaults:
             try:
                 await fetcher.aclose()
-                await client.close()
+                await clients.close()
             except Exception as exc:  # close every vault, then report
                 errors.append(exc)
         for session, _, _ in vaults:

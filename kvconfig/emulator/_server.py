@@ -54,7 +54,8 @@ class RequestRecord:
 
     ``status`` is the final HTTP status, or 0 when the connection was reset on purpose.
     ``time`` is ``time.monotonic()`` when the request arrived; ``duration_ms`` how long it took
-    to answer; ``wall_time`` is ``time.time()`` when it arrived.
+    to answer; ``wall_time`` is ``time.time()`` when it arrived. ``peer`` is the client's
+    ``host:port``: one value per connection, so counting them counts connections.
     """
 
     method: str
@@ -65,6 +66,7 @@ class RequestRecord:
     time: float = 0.0
     duration_ms: float = 0.0
     wall_time: float = 0.0
+    peer: str = ""
 
 
 Handler = Callable[[Call], Awaitable[web.Response]]
@@ -114,6 +116,8 @@ class VaultServer:
         arrived = time.monotonic()
         wall = time.time()
         vault = self._vault(request)
+        peername = request.transport.get_extra_info("peername") if request.transport else None
+        peer = f"{peername[0]}:{peername[1]}" if peername else ""
         status = 0
         try:
             response = await self._serve(request, vault)
@@ -135,6 +139,7 @@ class VaultServer:
                 arrived,
                 (time.monotonic() - arrived) * 1000,
                 wall,
+                peer,
             )
             self._requests.append(record)
             if self._on_request is not None:

@@ -81,6 +81,27 @@ def test_untested_sdk_versions_fall_back_to_the_sdk_pipeline(version: str) -> No
     assert pipeline_policies(object(), verify_challenge_resource=True, sdk_version=version) is None  # type: ignore[arg-type]
 
 
+def test_dependency_pin_matches_the_tested_sdk_versions() -> None:
+    """pyproject's azure-keyvault-secrets range is exactly the trimmed pipeline's tested range,
+    and the installed SDK is inside it (the private challenge policy is really used)."""
+    import tomllib
+    from pathlib import Path
+
+    from azure.keyvault.secrets import __version__ as installed
+
+    from kvconfig import _client
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    spec = next(
+        d for d in project["project"]["dependencies"] if d.startswith("azure-keyvault-secrets")
+    )
+    (low_major, low_minor), (high_major, high_minor) = _client._TRIMMED_SDK_VERSIONS
+    expected = f"azure-keyvault-secrets>={low_major}.{low_minor},<{high_major}.{high_minor}"
+    assert spec == expected
+    assert _client._sdk_version_tested(installed)
+    assert pipeline_policies(object(), verify_challenge_resource=True) is not None  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("trimmed", [True, False])
 async def test_challenge_once_then_one_cached_token(
     keyvault_emulator: KeyVaultEmulator, trimmed: bool, monkeypatch: pytest.MonkeyPatch

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import AliasChoices, AliasPath, BaseModel, Field
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -42,7 +42,55 @@ def _kinds(cls: type[BaseSettings], **options: Any) -> list[str]:
 
 def test_no_env_file_drops_the_dotenv_source() -> None:
     assert "DotEnvSettingsSource" not in _kinds(Settings)
-    assert "EnvSettingsSource" in _kinds(Settings)  # os.environ is never empty
+
+
+def test_env_source_dropped_unless_a_variable_may_reach_a_field(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("APP_NAME", "APP_INNER__X", "APP_ITEMS", "NAME", "INNER", "ITEMS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("UNRELATED_VARIABLE", "x")
+    assert "EnvSettingsSource" not in _kinds(Settings)
+    monkeypatch.setenv("app_inner__x", "4")
+    assert "EnvSettingsSource" in _kinds(Settings)
+    assert _build(Settings, True) == _build(Settings, False)
+
+
+class Aliased(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_nested_delimiter="__", env_prefix="SVC_", populate_by_name=True
+    )
+    plain: str = "d"
+    aliased: str = Field("d", alias="OTHER_NAME")
+    choices: str = Field("d", validation_alias=AliasChoices("FIRST_CHOICE", "second_choice"))
+    path: int = Field(0, validation_alias=AliasPath("DEEP", "n"))
+    inner: Inner = Inner()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"SVC_PLAIN": "p"},
+        {"svc_plain": "lower"},
+        {"OTHER_NAME": "o"},
+        {"SVC_OTHER_NAME": "o"},
+        {"SECOND_CHOICE": "c"},
+        {"FIRST_CHOICE": "c"},
+        {"DEEP": '{"n": 7}'},
+        {"SVC_INNER__X": "5"},
+        {"SVC_INNER": '{"x": 6}'},
+    ],
+)
+def test_aliases_and_nesting_keep_the_env_source_when_needed(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    lean, full = _build(Aliased, True), _build(Aliased, False)
+    assert lean == full
+    if env:
+        assert "EnvSettingsSource" in _kinds(Aliased)
 
 
 def test_missing_env_file_drops_it_existing_keeps_it(tmp_path: Path) -> None:

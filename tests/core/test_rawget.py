@@ -201,6 +201,24 @@ async def test_direct_401_goes_back_through_the_challenge_policy(
     assert clients.reader.direct_requests == 2
 
 
+async def test_direct_401_twice_is_refused_after_one_resend(
+    keyvault_emulator: KeyVaultEmulator, clients: VaultClients
+) -> None:
+    """The direct 401 is the challenge policy's first answer (replayed, not re-sent): a new
+    token, one re-send, a second 401 gives up. Exactly get_secret's two requests."""
+    keyvault_emulator.set_secret("a", "1")
+    await clients.reader.get("a")
+    keyvault_emulator.clear_requests()
+    keyvault_emulator.faults.fail_next(2, status=401)
+    with pytest.raises(HttpResponseError) as info:
+        await clients.reader.get("a")
+    assert info.value.status_code == 401
+    assert clients.reader.direct_requests == 1
+    assert [r.status for r in gets(keyvault_emulator)] == [401, 401]
+    assert (await clients.reader.get("a")).value == "1"  # through the policy again
+    assert clients.reader.direct_requests == 1
+
+
 async def test_header_not_reused_past_its_window(
     keyvault_emulator: KeyVaultEmulator, clients: VaultClients, monkeypatch: pytest.MonkeyPatch
 ) -> None:

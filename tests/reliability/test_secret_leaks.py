@@ -147,6 +147,10 @@ class AppSettings(BaseSettings):
     port: int = 8080
 
 
+class OneSecret(BaseSettings):
+    api_key: SecretStr
+
+
 class Required(BaseSettings):
     api_key: SecretStr
     never_set: SecretStr
@@ -159,7 +163,10 @@ async def _expect(scanner: Scanner, label: str, error: type[BaseException], coro
 
 
 async def test_no_value_leaks_from_the_library(
-    keyvault_emulator: KeyVaultEmulator, keyvault_ca: CertificateAuthority, scanner: Scanner
+    keyvault_emulator: KeyVaultEmulator,
+    keyvault_ca: CertificateAuthority,
+    scanner: Scanner,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     emu = keyvault_emulator
     s = scanner.secret
@@ -244,6 +251,16 @@ async def test_no_value_leaks_from_the_library(
         emu.set_secret("tokens", f'{{"a": "{s()}"}}')
         emu.faults.fail_next(1, status=403)
         await _expect(scanner, "403", VaultPermissionError, vault.load(AppSettings))
+        # A refused token on the direct path: its 401 is replayed to the challenge policy.
+        await vault.load(OneSecret)
+        emu.faults.fail_next(2, status=401)
+        await _expect(scanner, "401 direct", VaultAuthenticationError, vault.load(OneSecret))
+
+    # An SDK outside the tested range: the full SDK pipeline, and the DEBUG line saying so.
+    monkeypatch.setattr("kvconfig._client._TRIMMED_SDK_VERSIONS", ((0, 0), (0, 1)))
+    async with make_vault(emu, ttl=0) as vault:
+        scanner.add("fallback settings", await vault.load(AppSettings))
+    monkeypatch.undo()
 
     async with make_vault(emu, startup_timeout=0.3) as vault:
         emu.faults.outage(True)
