@@ -26,9 +26,9 @@ import asyncio
 import dataclasses
 import ssl
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
@@ -54,6 +54,8 @@ __all__ = [
     "read_chains",
     "used_vaults",
 ]
+
+T = TypeVar("T")
 
 
 def canonical_url(url: str) -> str:
@@ -406,16 +408,22 @@ async def _fetch_vaults(
             [c.ref for c in wanted.values()], max_age=max_age, timeout=timeout, strict=strict
         )
         return {url: result}
-    tasks = {
-        url: asyncio.ensure_future(
-            fetchers[url].fetch(
+    return await all_or_none(
+        {
+            url: fetchers[url].fetch(
                 [c.ref for c in wanted.values()], max_age=max_age, timeout=timeout, strict=strict
             )
-        )
-        for url, wanted in need.items()
-    }
+            for url, wanted in need.items()
+        }
+    )
+
+
+async def all_or_none(coros: Mapping[str, Coroutine[Any, Any, T]]) -> dict[str, T]:
+    """Run one coroutine per vault concurrently; the first error cancels (and awaits) the
+    others and is raised. Every vault's result otherwise."""
+    tasks = {url: asyncio.ensure_future(coro) for url, coro in coros.items()}
     try:
-        pending: set[asyncio.Future[FetchResult]] = set(tasks.values())
+        pending: set[asyncio.Future[T]] = set(tasks.values())
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:

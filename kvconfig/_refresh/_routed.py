@@ -19,7 +19,6 @@ vault, takes over at the next refresh; in list mode that costs no extra request)
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from kvconfig._references import FoundReference
 from kvconfig._refresh._detect import ChangeDetector, Detection, NotYetValid, OnMissing, Proposal
 from kvconfig._refresh._events import SecretChange
 from kvconfig._refresh._health import HealthIssue
-from kvconfig._routing import Candidate, ReadResult, VaultPool, chain, read_chains
+from kvconfig._routing import Candidate, ReadResult, VaultPool, all_or_none, chain, read_chains
 
 __all__ = ["RoutedDetection", "RoutedDetector", "RoutedProposal"]
 
@@ -167,20 +166,7 @@ class RoutedDetector:
     async def _detect_all(
         self, detections: Mapping[str, Coroutine[Any, Any, Detection]], deadline: float
     ) -> RoutedDetection:
-        tasks = {url: asyncio.ensure_future(coro) for url, coro in detections.items()}
-        try:
-            pending: set[asyncio.Future[Detection]] = set(tasks.values())
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
-                for task in done:
-                    error = task.exception()
-                    if error is not None:
-                        raise error
-        finally:
-            for task in tasks.values():
-                task.cancel()
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
-        per_vault = {url: task.result() for url, task in tasks.items()}
+        per_vault = await all_or_none(detections)
         requests = sum(d.requests for d in per_vault.values())
         added, extra = await self._read_further(per_vault, deadline)
         # The mode this pass used (a targeted re-read is "get" whatever the detectors prefer).
