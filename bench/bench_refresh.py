@@ -23,10 +23,23 @@
    p50/p99/max staleness in intervals (target p99 <= 2). ``--fleet-naive`` adds the fleet with
    detection forced to GET every field; ``--at-once`` a fleet whose replicas all start together.
 
+3. **Fleet freshness** (``--push-fleet``, side by side in one run): ``--replicas`` watchers in
+   ``--processes`` worker processes against one emulator throttled at the real limits, one
+   rotation every ``--spacing`` x ``--interval`` seconds: (a) polling every ``--interval``
+   seconds; (b) push (the emulator's Event Grid deliveries to one ``aiohttp_handler`` per process
+   feeding its watchers' ``notify()``) with an hourly safety poll; (c) polling with
+   ``shared_dir``, one directory per "host" whose workers are one watcher in each process.
+   Reported from the emulator's request log between the first rotation and the end: list
+   requests, GETs, per rotation and per hour at the run's rate (polling intervals are
+   compressed: seconds, not minutes), and the propagation delay (rotation written -> the
+   watcher's ``on_change``) over every watcher x rotation.
+
 Run (no extra dependencies; about 1.5 minutes with the defaults)::
 
     .venv/bin/python bench/bench_refresh.py
     .venv/bin/python bench/bench_refresh.py --skip-per-refresh --fleet-naive --limit 4000 1000
+    .venv/bin/python bench/bench_refresh.py --push-fleet            # part 3, ~3 minutes
+    .venv/bin/python bench/bench_refresh.py --push-fleet --quick    # part 3, 40 watchers
 """
 
 from __future__ import annotations
@@ -165,6 +178,12 @@ def emulator_process(conn: Connection, n: int, latency: float, limit: int) -> No
                 elif command == "clear":
                     emu.clear_requests()
                     conn.send(None)
+                elif command == "subscribe":  # one webhook per fleet process (part 3)
+                    await emu.subscribe(args[0], event_types=[NEW_VERSION])
+                    conn.send(None)
+                elif command == "counts":  # (list pages, value GETs, 429s) since "clear"
+                    lists, gets, _ = vault_requests(emu)
+                    conn.send((lists, gets, sum(1 for r in emu.requests if r.status == 429)))
                 elif command == "stats":
                     statuses = [r.status for r in emu.requests]
                     conn.send(
@@ -310,6 +329,198 @@ async def fleet(
     )
 
 
+# -- part 3: push and shared_dir at fleet scale ------------------------------------------------
+#
+# The same throttled emulator process; the watchers live in --processes worker processes
+# (spawned), so the fleet's client work spreads like a real one's. Propagation delay is
+# measured on the wall clock (one machine): rotation sent -> on_change saw the new version.
+
+NEW_VERSION = "Microsoft.KeyVault.SecretNewVersionCreated"
+SAFETY_POLL = 3600.0  # push mode: the hourly safety poll (never due during a run)
+
+
+def fleet_worker(conn: Connection, mode: str, count: int, config: dict[str, Any]) -> None:
+    """Child process: ``count`` watchers in ``mode`` ("poll", "push", "shared") until "stop"."""
+    logging.basicConfig(level=logging.ERROR)
+    asyncio.run(_fleet_worker(conn, mode, count, config))
+
+
+async def _fleet_worker(conn: Connection, mode: str, count: int, config: dict[str, Any]) -> None:
+    from aiohttp import web
+
+    from kvconfig.integrations.eventgrid import aiohttp_handler
+
+    loop = asyncio.get_running_loop()
+    names = [f"s-{i:04d}" for i in range(config["n"])]
+    tracked = names[:: max(1, config["n"] // config["k"])][: config["k"]]
+    cls = settings_class(tracked)
+    interval = config["interval"]
+    seen: list[dict[str, float]] = [{} for _ in range(count)]
+    lives: list[LiveSettings[BaseSettings]] = []
+    failed: list[str] = []
+    stop = asyncio.Event()
+
+    async def watcher(i: int) -> None:
+        await asyncio.sleep(interval * i / count)  # a rolling start over one interval
+        options: dict[str, Any] = {"interval": interval}
+        if mode == "push":
+            options = {"interval": SAFETY_POLL, "notify_max_delay": config["notify_max_delay"]}
+        elif mode == "shared":  # watcher i of every process is one worker of "host" i
+            options["shared_dir"] = f"{config['hosts']}/host-{i:04d}"
+
+        def on_change(event: ChangeEvent) -> None:
+            for change in event.secrets:
+                if change.new_version is not None:
+                    seen[i].setdefault(change.new_version, time.time())
+
+        try:
+            vault = KeyVault(
+                config["vault_url"],
+                StaticCredential(config["token"], config["expires_on"]),
+                ca_file=config["ca_file"],
+                max_concurrency=8,
+            )
+            async with vault, vault.watch(cls, on_change=on_change, **options) as live:
+                lives.append(live)  # type: ignore[arg-type]
+                await stop.wait()
+        except Exception as exc:  # an application would see this
+            failed.append(f"{type(exc).__name__}: {exc}")
+
+    tasks = [asyncio.create_task(watcher(i)) for i in range(count)]
+    while len(lives) + len(failed) < count:  # noqa: ASYNC110 - counts, not one event
+        await asyncio.sleep(0.05)
+    runner = None
+    url = None
+    if mode == "push":  # one webhook per process, feeding all its watchers
+        app = web.Application()
+        app.router.add_route("*", "/events", aiohttp_handler(list(lives)))
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/events"
+    conn.send(url)
+    await loop.run_in_executor(None, conn.recv)  # "stop"
+    health = [live.health for live in lives]
+    summary = {
+        "seen": seen,
+        "failed": failed,
+        "invalid": sum(1 for live in lives if not isinstance(live.current, cls)),
+        "unhealthy": sum(1 for h in health if not h.healthy),
+        "leaders": sum(1 for h in health if h.shared_role == "leader"),
+        "background_failures": sum(h.failures for h in health),
+    }
+    stop.set()
+    await asyncio.gather(*tasks)
+    if runner is not None:
+        await runner.cleanup()
+    conn.send(summary)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(len(ordered) * q) - 1))]
+
+
+async def push_fleet(mode: str, args: argparse.Namespace, hosts: str) -> str:
+    ctx = multiprocessing.get_context("spawn")
+    conn, child_conn = ctx.Pipe()
+    emulator = ctx.Process(
+        target=emulator_process,
+        args=(child_conn, args.fleet_n, args.latency_ms, 4000),
+        daemon=True,
+    )
+    emulator.start()
+    loop = asyncio.get_running_loop()
+    workers: list[tuple[Any, Connection]] = []
+
+    async def rpc(*command: Any) -> Any:
+        conn.send(command)
+        return await loop.run_in_executor(None, conn.recv)
+
+    try:
+        vault_url, ca_file, token, expires_on = await loop.run_in_executor(None, conn.recv)
+        config = {
+            "vault_url": vault_url,
+            "ca_file": ca_file,
+            "token": token,
+            "expires_on": expires_on,
+            "n": args.fleet_n,
+            "k": args.fleet_k,
+            "interval": args.interval,
+            "notify_max_delay": args.notify_max_delay,
+            "hosts": hosts,
+        }
+        per_process = args.replicas // args.processes
+        for _ in range(args.processes):
+            parent_end, child_end = ctx.Pipe()
+            proc = ctx.Process(
+                target=fleet_worker, args=(child_end, mode, per_process, config), daemon=True
+            )
+            proc.start()
+            workers.append((proc, parent_end))
+        urls = [await loop.run_in_executor(None, end.recv) for _, end in workers]
+        for url in urls:
+            if url is not None:
+                await rpc("subscribe", url)
+        await asyncio.sleep(args.interval * 2)  # every watcher past its first pass
+        names = [f"s-{i:04d}" for i in range(args.fleet_n)]
+        tracked = names[:: max(1, args.fleet_n // args.fleet_k)][: args.fleet_k]
+        await rpc("clear")
+        started = time.time()
+        rotated: list[tuple[str, float]] = []
+        for i in range(args.rotations):
+            at = time.time()
+            rotated.append((await rpc("set", tracked[i % len(tracked)], f"{mode}-{i}"), at))
+            await asyncio.sleep(args.spacing * args.interval)
+        await asyncio.sleep(max(args.interval * 2, args.notify_max_delay + 1))
+        lists, gets, throttled = await rpc("counts")
+        elapsed = time.time() - started
+        summaries = []
+        for _, end in workers:
+            end.send("stop")
+        for _, end in workers:
+            summaries.append(await loop.run_in_executor(None, end.recv))
+        await rpc("stop")
+    finally:
+        for proc, _ in workers:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+        emulator.join(timeout=10)
+        if emulator.is_alive():
+            emulator.kill()
+    delays: list[float] = []
+    watchers = 0
+    for summary in summaries:
+        for seen in summary["seen"]:
+            watchers += 1
+            for version, at in rotated:
+                when = seen.get(version)
+                delays.append(math.inf if when is None else when - at)
+    missed = sum(1 for d in delays if d == math.inf)
+    failures = sum(len(s["failed"]) + s["invalid"] for s in summaries)
+    for summary in summaries:
+        for line in summary["failed"][:3]:
+            print(f"  {mode} watcher failed: {line}")
+    label = {
+        "poll": f"(a) polling every {args.interval:g} s",
+        "push": f"(b) push, notify_max_delay={args.notify_max_delay:g} s, safety poll 1 h",
+        "shared": f"(c) polling every {args.interval:g} s, shared_dir, "
+        f"{args.processes} workers per host",
+    }[mode]
+    requests = lists + gets
+    leaders = sum(s["leaders"] for s in summaries)
+    return (
+        f"| {label} | {watchers} in {args.processes} processes"
+        + (f" ({leaders} hosts)" if mode == "shared" else "")
+        + f" | {elapsed:.0f} s | {lists} | {gets} | {throttled} "
+        f"| **{requests / len(rotated):.0f}** ({lists / len(rotated):.0f} lists) "
+        f"| {requests / elapsed * 3600:,.0f} "
+        f"| {percentile(delays, 0.5):.2f} | **{percentile(delays, 0.99):.2f}** "
+        f"| {missed} of {len(delays)} | {failures} |"
+    )
+
+
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -338,8 +549,38 @@ async def main() -> int:
         action="store_true",
         help="also run kvconfig with every replica starting at once",
     )
+    parser.add_argument(
+        "--push-fleet",
+        action="store_true",
+        help="run only part 3: (a) polling, (b) push, (c) shared_dir, side by side",
+    )
+    parser.add_argument("--processes", type=int, default=4, help="part 3: worker processes")
+    parser.add_argument("--notify-max-delay", type=float, default=2.0, help="part 3, push")
+    parser.add_argument(
+        "--quick", action="store_true", help="part 3 at a small scale (40 watchers, 3 rotations)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the fleet's throttling warnings are expected
+    if args.push_fleet:
+        if args.quick:
+            args.replicas, args.rotations = 40, 3
+        print(
+            f"## Fleet freshness: {args.replicas} watchers in {args.processes} processes, one "
+            f"vault throttled at 4000 / 10 s, {args.rotations} rotations "
+            f"{args.spacing * args.interval:g} s apart, {args.latency_ms:g} ms latency\n"
+        )
+        print(
+            "| mode | watchers | window | list requests | GETs | 429s | requests per rotation "
+            "| requests per hour (at this rate) | propagation p50 (s) | p99 (s) | missed "
+            "| failures |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        import tempfile
+
+        for mode in ("poll", "push", "shared"):
+            with tempfile.TemporaryDirectory() as hosts:
+                print(await push_fleet(mode, args, hosts), flush=True)
+        return 0
 
     ca = CertificateAuthority.generate()
     if not args.skip_per_refresh:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from kvconfig._errors import (
         ClosedError,
         ConfigurationError,
+        EventFormatError,
         InvalidSecretNameError,
         KeyVaultReferenceError,
         KvConfigError,
@@ -43,6 +44,7 @@ __all__ = [
     "ChangeStream",
     "ClosedError",
     "ConfigurationError",
+    "EventFormatError",
     "FetchedSecret",
     "Health",
     "HealthIssue",
@@ -77,6 +79,7 @@ _WHERE: dict[str, str] = {
     "ChangeStream": "kvconfig._refresh._watch",
     "ClosedError": "kvconfig._errors",
     "ConfigurationError": "kvconfig._errors",
+    "EventFormatError": "kvconfig._errors",
     "FetchedSecret": "kvconfig._model",
     "Health": "kvconfig._refresh._health",
     "HealthIssue": "kvconfig._refresh._health",

@@ -17,6 +17,7 @@ import concurrent.futures
 import contextlib
 import inspect
 import logging
+import os
 import threading
 import traceback
 import weakref
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from kvconfig._refresh._detect import NotYetValid, OnMissing
     from kvconfig._refresh._events import ChangeEvent
     from kvconfig._refresh._health import Health
+    from kvconfig._refresh._push import NotifyResult
     from kvconfig._refresh._watch import LiveSettings
 
 __all__ = ["LoopThread", "SyncCredentialAdapter", "SyncKeyVault", "SyncLiveSettings", "as_async"]
@@ -273,6 +275,8 @@ class SyncKeyVault:
         on_change: SyncChangeCallback | None = None,
         clock_skew: float | timedelta = 1.0,
         on_refresh_error: SyncErrorCallback | None = None,
+        notify_max_delay: float | timedelta = 30.0,
+        shared_dir: str | os.PathLike[str] | None = None,
         **init_kwargs: Any,
     ) -> SyncLiveSettings[SettingsT]:
         """Load ``settings_cls`` and keep it fresh in the background: a :class:`SyncLiveSettings`.
@@ -282,7 +286,8 @@ class SyncKeyVault:
         (never on the loop, so a slow callback delays no refresh). ``on_refresh_error`` is
         called on that thread too, with each refresh failure's value-free
         :class:`~kvconfig.KvConfigError` (see :meth:`kvconfig.KeyVault.watch`). Closed by its
-        own ``close()`` or by this vault's.
+        own ``close()`` or by this vault's. ``notify_max_delay`` and ``shared_dir`` as for
+        :meth:`kvconfig.KeyVault.watch`.
         """
         self._check()
         live = SyncLiveSettings[SettingsT](self._thread, on_change, on_refresh_error)
@@ -295,6 +300,8 @@ class SyncKeyVault:
             on_change=live._dispatch if on_change is not None else None,
             clock_skew=clock_skew,
             on_refresh_error=live._dispatch_error if on_refresh_error is not None else None,
+            notify_max_delay=notify_max_delay,
+            shared_dir=shared_dir,
             **init_kwargs,
         )
         try:
@@ -448,6 +455,16 @@ class SyncLiveSettings(Generic[SettingsT]):
         if self._closed:
             raise ClosedError(f"{self!r} is closed")
         return self._thread.run(self._inner().refresh())
+
+    def notify(self, events: Any) -> NotifyResult:
+        """As :meth:`kvconfig.LiveSettings.notify`; callable from any thread, never blocks on
+        the loop thread (the decision is handed to it). After :meth:`close`, events are
+        ignored."""
+        if self._closed:
+            from kvconfig._refresh._push import NotifyResult, parse_events
+
+            return NotifyResult(ignored=len(parse_events(events)))
+        return self._inner().notify(events)
 
     def close(self) -> None:
         """Stop the background refresh, then the callback thread (queued calls run). Idempotent."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import time
 import weakref
@@ -373,6 +374,8 @@ class KeyVault:
         clock_skew: float | timedelta = 1.0,
         on_change_timeout: float | timedelta = 30.0,
         on_refresh_error: ErrorCallback | None = None,
+        notify_max_delay: float | timedelta = 30.0,
+        shared_dir: str | os.PathLike[str] | None = None,
         **init_kwargs: Any,
     ) -> LiveSettings[SettingsT]:
         """Keep a ``settings_cls`` instance fresh: an async context manager.
@@ -414,6 +417,15 @@ class KeyVault:
                 an unexpected exception only its type. Its failures are logged.
             clock_skew: Seconds this host's clock may differ from the vault's (see
                 :mod:`kvconfig._refresh._detect` on one-second ``updated`` times).
+            notify_max_delay: Push refresh: ``live.notify(events)`` re-reads a rotated secret
+                after a random delay in ``[0, notify_max_delay]`` seconds (default 30), so a
+                fleet receiving the same event does not hit the vault at once. With push,
+                ``interval`` is a safety poll (e.g. an hour).
+            shared_dir: A private directory shared by the worker processes of one host: they
+                elect one refresher (OS file lock) that polls the vault and writes change
+                notices (names and versions, never a value); the others GET only what changed.
+                If the refresher dies, another takes over within one interval. ``None`` (the
+                default): every process polls on its own.
             **init_kwargs: As for :meth:`load`.
         """
         from kvconfig._refresh._watch import LiveSettings
@@ -430,6 +442,8 @@ class KeyVault:
             init_kwargs=init_kwargs,
             on_change_timeout=on_change_timeout,
             on_refresh_error=on_refresh_error,
+            notify_max_delay=notify_max_delay,
+            shared_dir=shared_dir,
         )
 
     def _build(

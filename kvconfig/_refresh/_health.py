@@ -79,6 +79,14 @@ class Health:
         mode: How changes are detected now: ``"list"`` or ``"get"`` (``"mixed"`` when the
             vaults watched differ).
         vaults: Each vault watched (URL) and its mode; every vault chooses on its own.
+        near_expiry: Watched secrets Key Vault reported ``SecretNearExpiry`` for (through
+            ``notify()``), while the reported version is still the one in use.
+        expired: Likewise for ``SecretExpired``.
+        push_rereads: Targeted re-reads run for ``notify()`` events so far.
+        push_pending: Secrets notified and waiting for their (randomly delayed) re-read.
+        shared_role: With ``shared_dir``: ``"leader"`` (this process refreshes for the host),
+            ``"follower"`` (it reads the leader's notices) or ``"solo"`` (the directory is
+            unusable; it polls on its own); ``None`` without ``shared_dir``.
     """
 
     healthy: bool
@@ -96,3 +104,8 @@ class Health:
     degraded: bool = False
     issues: tuple[HealthIssue, ...] = ()
     vaults: Mapping[str, str] = field(default_factory=dict)
+    near_expiry: tuple[str, ...] = ()
+    expired: tuple[str, ...] = ()
+    push_rereads: int = 0
+    push_pending: int = 0
+    shared_role: str | None = None

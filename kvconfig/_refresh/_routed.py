@@ -169,7 +169,10 @@ class RoutedDetector:
         per_vault = await all_or_none(detections)
         requests = sum(d.requests for d in per_vault.values())
         added, extra = await self._read_further(per_vault, deadline)
-        return RoutedDetection(per_vault, added, requests + extra, self.mode())
+        # The mode this pass used (a targeted re-read is "get" whatever the detectors prefer).
+        modes = {d.mode for d in per_vault.values()}
+        mode = modes.pop() if len(modes) == 1 else ("get" if not modes else "mixed")
+        return RoutedDetection(per_vault, added, requests + extra, mode)
 
     def _seen(self, per_vault: Mapping[str, Detection]) -> dict[CandidateKey, FetchedSecret]:
         """The latest answer for every tracked candidate (this pass, else the last one)."""

@@ -6,7 +6,10 @@ through. The refresh path is the load path: the same fetcher (retries, cache, si
 the same plan and the same build and validation; change detection is in
 `kvconfig._refresh._detect`. Every publish goes through :meth:`LiveSettings._apply` (validate the
 complete new Settings, then swap): the poll path and :meth:`LiveSettings._refresh_names` (re-read
-a given set of secrets) both end there.
+a given set of secrets) both end there. Push refresh (:meth:`LiveSettings.notify`, a
+:class:`~kvconfig._refresh._push.PushScheduler`) and ``shared_dir`` (a
+:class:`~kvconfig._refresh._hostshare.HostShare`) are driven through their documented contracts,
+in the blocks of that name below.
 
 ``on_change`` and ``on_refresh_error`` callbacks never run inside a refresh: a published event
 or a failure is queued for one dispatcher task that awaits the callbacks in order; one still
@@ -31,7 +34,9 @@ import collections
 import functools
 import inspect
 import logging
+import os
 import random
+import threading
 import time
 import traceback
 import weakref
@@ -57,6 +62,8 @@ from kvconfig._routing import chain
 from kvconfig._telemetry import telemetry
 
 if TYPE_CHECKING:
+    from kvconfig._refresh._hostshare import HostShare
+    from kvconfig._refresh._push import NotifyResult, PushScheduler
     from kvconfig._vault import VaultLink
 
 __all__ = ["ChangeCallback", "ChangeStream", "ErrorCallback", "LiveSettings"]
@@ -70,6 +77,7 @@ ErrorCallback = Callable[[KvConfigError], Awaitable[None] | None]
 _STREAM_SIZE = 64  # events a slow changes() consumer may lag behind before the oldest are dropped
 _EXPIRY_LEAD_MAX = 30.0  # at most this many seconds before `expires_on`, check for a new version
 _ERRORS_PENDING_MAX = 8  # errors queued for a slow on_refresh_error; later ones are dropped
+NOTIFY_MAX_DELAY = 30.0  # default: a pushed change is re-read within this many seconds
 
 
 def _seconds(value: float | timedelta, name: str, *, positive: bool = False) -> float:
@@ -132,6 +140,7 @@ class LiveSettings(Generic[SettingsT]):
         async with vault.watch(Settings, interval=60) as live:
             live.current            # plain attribute: no I/O, no lock
             await live.refresh()    # refresh now: the ChangeEvent, or None
+            live.notify(events)     # push refresh: Key Vault events -> targeted re-reads
             async for change in live.changes():
                 ...
 
@@ -155,6 +164,8 @@ class LiveSettings(Generic[SettingsT]):
         init_kwargs: dict[str, Any] | None = None,
         on_change_timeout: float | timedelta = 30.0,
         on_refresh_error: ErrorCallback | None = None,
+        notify_max_delay: float | timedelta = NOTIFY_MAX_DELAY,
+        shared_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if on_missing not in ("keep", "default"):
             raise ConfigurationError(f"on_missing must be 'keep' or 'default', got {on_missing!r}")
@@ -194,6 +205,15 @@ class LiveSettings(Generic[SettingsT]):
         self._consecutive_failures = 0
         self._refreshes = 0
         self._failures = 0
+        # Push refresh (notify) and host sharing (shared_dir): see the blocks below.
+        self._notify_max_delay = _seconds(notify_max_delay, "notify_max_delay")
+        self._pushes: dict[str, PushScheduler] = {}  # vault URL -> its scheduler
+        self._loop_thread: int | None = None
+        self._shared_dir = None if shared_dir is None else os.fspath(shared_dir)
+        self._share: HostShare | None = None
+        self._share_resync = False  # a follower's targeted re-read failed: detect on its own
+        self._share_sent: dict[tuple[str, str], str | None] = {}  # last published/seen versions
+        self._serial = asyncio.Lock()  # one refresh (poll or targeted) at a time
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -203,9 +223,14 @@ class LiveSettings(Generic[SettingsT]):
             raise ClosedError(f"{self!r} can be entered only once")
         vault = self._vault
         plan = self._plan
-        loaded = await vault.load(
-            self._settings_cls, plan, self._init_kwargs, not_yet_valid=self._not_yet_valid
-        )
+        await self._open_share()  # before the load: a rotation after it is then not missed
+        try:
+            loaded = await vault.load(
+                self._settings_cls, plan, self._init_kwargs, not_yet_valid=self._not_yet_valid
+            )
+        except BaseException:
+            await self._close_share()
+            raise
         self.current = loaded.settings
         plan = self._plan = loaded.plan  # what a higher-priority source supplies is never tracked
         # One detector per vault involved (list or GET mode each), one verdict per refresh; the
@@ -222,6 +247,8 @@ class LiveSettings(Generic[SettingsT]):
         self._detector.start(loaded.result, loaded.reference_values)
         self._last_success = datetime.now(UTC)
         self._last_success_at = time.monotonic()
+        self._share_sent = self._held_versions()
+        await self._start_push()
         self._state = "running"
         telemetry.watching(self, self._settings_cls.__name__, vault.vault_url)  # telemetry hook
         self._task = asyncio.create_task(
@@ -258,6 +285,8 @@ class LiveSettings(Generic[SettingsT]):
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self._close_push()
+        await self._close_share()
         for stream in list(self._streams):
             stream._close()
 
@@ -308,6 +337,7 @@ class LiveSettings(Generic[SettingsT]):
             degraded=bool(issues),
             issues=issues,
             vaults=self._detector.modes() if self._detector is not None else {},
+            **self._push_share_health(),
         )
 
     async def refresh(self) -> ChangeEvent | None:
@@ -327,7 +357,7 @@ class LiveSettings(Generic[SettingsT]):
             raise ClosedError(f"{self!r} is not running")
         task = self._inflight
         if task is None or task.done():
-            task = asyncio.create_task(self._refresh_once())
+            task = asyncio.create_task(self._serialised(self._refresh_once))
             task.add_done_callback(_retrieve)
             self._inflight = task
         # Shielded: a caller giving up must not cancel the refresh others share.
@@ -349,6 +379,213 @@ class LiveSettings(Generic[SettingsT]):
             self._streams.add(stream)
         return stream
 
+    # -- push refresh: notify() ----------------------------------------------------------------
+    # One PushScheduler (kvconfig._refresh._push) per vault watched, owned by this watcher:
+    # entered after the initial load, closed (timer task cancelled and awaited) by aclose(). Each
+    # asks `_tracked` which version of a name is held in its vault and calls `_reread` for the
+    # names to GET, which goes through `_refresh_names` (serialised with the poll).
+
+    def notify(self, events: Any) -> NotifyResult:
+        """Take Key Vault change events; re-read what they announce, shortly. Never does I/O.
+
+        ``events`` is what an Event Grid webhook, a Service Bus or Storage queue message, or
+        ``azure-eventgrid`` / ``cloudevents`` objects carry: an Event Grid body (JSON list), a
+        CloudEvent or a batch, as bytes, str, dicts or event objects. Events for vaults not
+        watched, untracked secrets and versions already held are ignored. For a newer version of
+        a tracked secret, one targeted re-read is scheduled after a random delay in
+        ``[0, notify_max_delay]`` (repeats coalesce), then validated and published as any
+        refresh. ``SecretNearExpiry`` / ``SecretExpired`` are logged and shown in
+        :attr:`health`. Safe to call from any thread; after :meth:`aclose` events are ignored.
+
+        Returns:
+            What was scheduled and ignored (from another thread: an empty result, the decision
+            is taken on the watcher's loop).
+
+        Raises:
+            EventFormatError: ``events`` is not an event or a list of events (the message never
+                repeats the body).
+            ClosedError: The live settings were never started (``async with`` not entered).
+        """
+        from kvconfig._refresh._push import NotifyResult, parse_events
+
+        pushes = list(self._pushes.values())
+        if not pushes:
+            if self._state == "closed":
+                return NotifyResult(ignored=len(parse_events(events)))
+            raise ClosedError(f"{self!r} is not running: enter `async with` before notify()")
+        if len(pushes) == 1:
+            return pushes[0].notify(events)
+        parsed = parse_events(events)  # once; each scheduler keeps its own vault's events
+        results = [push.notify(parsed) for push in pushes]
+        if threading.get_ident() != self._loop_thread:
+            return NotifyResult()  # decided on the watcher's loop
+        taken = sum(len(parsed) - r.ignored for r in results)  # each event names one vault
+        return NotifyResult(
+            frozenset().union(*(r.scheduled for r in results)),
+            max(0, len(parsed) - taken),
+            sum(r.expiry for r in results),
+        )
+
+    @property
+    def notify_max_delay(self) -> float:
+        """Most seconds between a ``notify()`` and the re-read it causes."""
+        return self._notify_max_delay
+
+    async def _start_push(self) -> None:
+        from kvconfig._refresh._push import PushScheduler
+
+        assert self._detector is not None
+        self._loop_thread = threading.get_ident()
+        for url in self._detector.vaults or (self._vault.vault_url,):
+            push = PushScheduler(
+                url,
+                tracked=functools.partial(self._tracked, url),
+                reread=self._reread,
+                notify_max_delay=self._notify_max_delay,
+            )
+            await push.__aenter__()
+            self._pushes[url] = push
+
+    async def _close_push(self) -> None:
+        pushes, self._pushes = list(self._pushes.values()), {}
+        for push in pushes:
+            await push.aclose()  # cancels and awaits its timer task (and a re-read)
+
+    def _tracked(self, vault_url: str, name: str) -> str | None:
+        """The version held for a watched secret of ``vault_url`` ("" if none), ``None`` if it
+        is not watched there."""
+        if self._state != "running":
+            return None
+        held = self._held_versions()
+        key = (vault_url, name.lower())
+        if key not in held:
+            return None
+        return held[key] or ""
+
+    async def _reread(self, names: set[str]) -> None:
+        """The scheduler's re-read: GET ``names`` and publish, serialised with the poll."""
+        if self._state != "running":
+            return
+        await self._serialised(lambda: self._refresh_names(names))
+
+    async def _serialised(
+        self, refresh: Callable[[], Awaitable[ChangeEvent | None]]
+    ) -> ChangeEvent | None:
+        """Run one refresh at a time: a poll and a targeted re-read never interleave (a slower
+        one could otherwise publish an older observation over a newer one)."""
+        async with self._serial:
+            return await refresh()
+
+    def _push_share_health(self) -> dict[str, Any]:
+        """The push and shared_dir fields of :class:`Health`."""
+        fields: dict[str, Any] = {"shared_role": None if self._share is None else self._share.role}
+        if not self._pushes:
+            return fields
+        held = self._held_versions()
+        near: list[str] = []
+        expired: list[str] = []
+        for url, push in self._pushes.items():
+            for key, notice in sorted(push.expiry.items()):
+                version = held.get((url, key), "missing")
+                # A notice about a version no longer held (rotated since) is no longer news.
+                if version != "missing" and notice.version in ("", (version or "").lower()):
+                    (expired if notice.kind == "expired" else near).append(notice.name)
+        fields.update(
+            near_expiry=tuple(near),
+            expired=tuple(expired),
+            push_rereads=sum(push.rereads for push in self._pushes.values()),
+            push_pending=sum(len(push.pending) for push in self._pushes.values()),
+        )
+        return fields
+
+    def _held_versions(self) -> dict[tuple[str, str], str | None]:
+        """(vault URL, lower-cased name) -> version held, for every watched unpinned secret."""
+        detector = self._detector
+        if detector is None:
+            return {}
+        return {
+            (url, name): secret.version
+            for (url, name, pin), secret in detector.held.items()
+            if pin is None
+        }
+
+    # -- one refresher per host: shared_dir ----------------------------------------------------
+    # A HostShare (kvconfig._refresh._hostshare), entered before the initial load. Each interval
+    # `_tick` runs its contract: a follower tries to lead, then GETs only the names the leader's
+    # notices report (or detects on its own when the share says None); the leader (or a solo
+    # process) detects as without shared_dir and publishes what changed after every pass.
+
+    async def _open_share(self) -> None:
+        if self._shared_dir is None:
+            return
+        from urllib.parse import urlsplit
+
+        from kvconfig._refresh._hostshare import HostShare
+
+        url = urlsplit(self._vault.vault_url)
+        cls = self._settings_cls
+        key = f"{url.scheme.lower()}://{url.netloc.lower()}|{cls.__module__}.{cls.__qualname__}"
+        share = HostShare(self._shared_dir, key, interval=self._interval)
+        await share.__aenter__()
+        self._share = share
+
+    async def _close_share(self) -> None:
+        share, self._share = self._share, None
+        if share is not None:
+            await share.aclose()
+
+    async def _tick(self) -> None:
+        """One interval of the background task: a poll, or the shared_dir contract."""
+        share = self._share
+        if share is None:
+            await self.refresh()
+            return
+        if share.role == "follower":
+            await share.try_lead()
+        if share.role == "follower" and not self._share_resync:
+            names = await share.poll()
+            if names is not None:
+                await self._follow(names)
+                return
+        self._share_resync = False
+        await self.refresh()
+        if share.role == "leader":
+            # After every successful pass (the heartbeat): what changed since the last publish,
+            # including what notify() or refresh() published meanwhile. A failed pass publishes
+            # nothing: followers detect on their own once the heartbeat is stale.
+            await share.publish(self._share_changes())
+        else:
+            self._share_sent = self._held_versions()
+
+    async def _follow(self, names: set[str]) -> None:
+        """A follower's interval: GET only what the refresher reported (no request if nothing)."""
+        if not names:
+            self._record_success()  # the refresher vouches that nothing changed
+            return
+        try:
+            await self._serialised(lambda: self._refresh_names(names))
+        except Exception:
+            self._share_resync = True  # the names were consumed: detect on our own next time
+            raise
+        self._share_sent = self._held_versions()
+
+    def _share_changes(self) -> list[SecretChange]:
+        """Changes of held versions since the last publish, by name (never a value)."""
+        detector = self._detector
+        assert detector is not None
+        held = detector.held
+        now = self._held_versions()
+        changes: list[SecretChange] = []
+        for (url, name), version in now.items():
+            before = self._share_sent.get((url, name))
+            if version != before:
+                secret = held.get((url, name, None))
+                updated = secret.updated if secret is not None else None
+                label = secret.name if secret is not None and secret.name else name
+                changes.append(SecretChange(label, before, version, None, updated, url))
+        self._share_sent = now
+        return changes
+
     # -- the background task -------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -357,7 +594,7 @@ class LiveSettings(Generic[SettingsT]):
         while True:
             await asyncio.sleep(delay)
             try:
-                await self.refresh()
+                await self._tick()
             except ClosedError:
                 if self._vault.closed:
                     logger.warning(

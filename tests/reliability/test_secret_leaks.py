@@ -536,6 +536,65 @@ async def test_no_value_leaks_from_the_host_share(
     assert leaks == [], "\n".join(leaks[:10])
 
 
+async def test_no_value_leaks_from_live_notify_health_and_shared_dir(
+    keyvault_emulator: KeyVaultEmulator, scanner: Scanner, tmp_path: Path
+) -> None:
+    """LiveSettings.notify() (forged bodies, a re-read of an invalid value, expiry events),
+    health with its push/shared_dir fields, and two watchers sharing a directory (the notice
+    file, the follower's targeted re-read, every log line) carry no value."""
+    import datetime as dt
+
+    from kvconfig import EventFormatError
+
+    emu = keyvault_emulator
+    s = scanner.secret
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    emu.seed({"api-key": s(), "database--host": s("host"), "database--password": s("pw")})
+    emu.seed({"tokens": f'{{"a": "{s()}"}}', "signing-key-v2": s("signing-key-long-enough")})
+    emu.set_secret("api-key", s("expiring"), expires_on=soon)
+    shared = tmp_path / "shared"
+
+    def ev(name: str, version: str, kind: str = "NewVersionCreated") -> dict[str, Any]:
+        return {
+            "eventType": f"Microsoft.KeyVault.Secret{kind}",
+            "subject": name,
+            "data": {"Id": f"{emu.vault_url}/secrets/{name}/{version}", "ObjectName": name},
+        }
+
+    async def until(check: Any) -> None:
+        async with asyncio.timeout(20):
+            while not check():  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
+    async with (
+        make_vault(emu, ttl=0) as vault,
+        vault.watch(AppSettings, interval=0.2, notify_max_delay=0, shared_dir=shared) as a,
+        vault.watch(AppSettings, interval=0.2, notify_max_delay=0, shared_dir=shared) as b,
+    ):
+        roles = {a.health.shared_role, b.health.shared_role}
+        assert roles == {"leader", "follower"}, roles
+        for forged in (f"[{{'{s()}'", [{"eventType": 1, "data": s()}], [s()]):
+            with pytest.raises(EventFormatError) as caught:
+                a.notify(forged)
+            scanner.add_error("notify format error", caught.value)
+        scanner.add("notify ignored", a.notify([{"eventType": s(), "data": {"x": s()}}]))
+        bad = emu.set_secret("tokens", f'{{"a": ["{s()}"]}}')  # does not validate: not published
+        scanner.add("notify result", a.notify([ev("tokens", bad)]))
+        await until(lambda: a.health.degraded)
+        a.notify([ev("api-key", "", "NearExpiry")])
+        await until(lambda: a.health.near_expiry == ("api-key",))
+        emu.set_secret("tokens", f'{{"a": "{s()}"}}')
+        emu.set_secret("api-key", s("rotated"))
+        await until(lambda: a.generation >= 1 and b.generation >= 1)
+        for live in (a, b):
+            scanner.add("live", live, live.health, live.health.last_error, *live._pushes.values())
+        scanner.add("shared dir", *(p.read_text() for p in shared.iterdir()))
+    leaks = scanner.leaks()
+    record("library.leaks.live_push_share_found", len(leaks), target="0")
+    assert scanner.records > 0, "the loggers captured nothing"
+    assert leaks == [], "\n".join(leaks[:10])
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
     """The exception and every one it keeps (cause and context, even when suppressed)."""
     seen: list[BaseException] = []
