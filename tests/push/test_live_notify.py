@@ -110,8 +110,10 @@ async def test_event_grid_delivery_rereads_one_secret_and_publishes(
         await emu.events_idle()
         assert a.current.db_password.get_secret_value() == "pw-notify-2"
         assert b.current.db_password.get_secret_value() == "pw-notify-2"
-        # One GET per watcher of the rotated secret only; no list pass between safety polls.
-        assert value_gets(emu, start) == ["/secrets/db-password/"] * 2
+        # At most one GET per watcher of the rotated secret only (two watchers of one vault share
+        # a request when their random delays overlap); no list pass between safety polls.
+        gets = value_gets(emu, start)
+        assert set(gets) == {"/secrets/db-password/"} and 1 <= len(gets) <= 2
         assert lists(emu, start) == 0
         assert a.health.push_rereads == 1 and a.health.healthy
         assert a.notify_max_delay == 0.05
