@@ -634,40 +634,35 @@ class LiveSettings(Generic[SettingsT]):
         """One poll: detect what changed (list pass and/or GETs), then :meth:`_apply` it."""
         detector = self._detector
         assert detector is not None
-        started = time.perf_counter()
-        self._refreshes += 1
-        names = [ref.name for ref in self._plan.refs]  # telemetry hook (span kvconfig.refresh)
-        with telemetry.refresh(self._settings_cls.__name__, self._vault.vault_url, names) as span:
-            try:
-                if self._vault.closed:
-                    raise ClosedError(f"{self._vault!r} is closed")
-                timeout = self._refresh_timeout()
-                detection = await detector.detect(timeout=timeout)
-            except Exception as exc:
-                self._record_failure(exc)
-                raise
-            span.requests = detection.requests  # telemetry hook
-            try:
-                event = self._apply(detection, started)
-            finally:
-                span.degraded = bool(detector.issues())  # telemetry hook
-            span.outcome = "changed" if event is not None else "unchanged"  # telemetry hook
-        return event
+        names = [ref.name for ref in self._plan.refs]
+        return await self._detect_and_apply(names, lambda timeout: detector.detect(timeout=timeout))
 
     async def _refresh_names(self, names: Iterable[str]) -> ChangeEvent | None:
         """Re-read the tracked secrets called ``names`` (case-insensitive; others ignored) and
         publish what changed through the same validate-before-swap path as a poll."""
         detector = self._detector
         assert detector is not None
+        names = list(names)
+        return await self._detect_and_apply(
+            names, lambda timeout: detector.detect_names(names, timeout=timeout)
+        )
+
+    async def _detect_and_apply(
+        self,
+        names: list[str],
+        detect: Callable[[float], Awaitable[RoutedDetection]],
+    ) -> ChangeEvent | None:
+        """The one refresh path of a poll and a targeted re-read: detect within the refresh
+        budget, then :meth:`_apply`; one ``kvconfig.refresh`` span over both."""
+        detector = self._detector
+        assert detector is not None
         started = time.perf_counter()
         self._refreshes += 1
-        names = list(names)
         with telemetry.refresh(self._settings_cls.__name__, self._vault.vault_url, names) as span:
             try:
                 if self._vault.closed:
                     raise ClosedError(f"{self._vault!r} is closed")
-                timeout = self._refresh_timeout()
-                detection = await detector.detect_names(names, timeout=timeout)
+                detection = await detect(self._refresh_timeout())
             except Exception as exc:
                 self._record_failure(exc)
                 raise
