@@ -48,7 +48,7 @@ write runs in a worker thread (:func:`asyncio.to_thread`) because ``fsync`` can 
 disk for milliseconds or more. The directory itself is not ``fsync``\\ ed: the notices only
 matter to processes that are running, and none survives a reboot.
 
-Contract for the integrator (``LiveSettings``)::
+Contract (how ``LiveSettings`` drives it)::
 
     async with HostShare(shared_dir, key, interval=interval) as share:  # before the first load
         ...initial load...
