@@ -306,8 +306,11 @@ async def test_watcher_survives_scripted_faults(
     assert generations.latest in [reader.served[f] for f in FIELDS]
     # Backoff (and the jittered interval) is capped by the interval, so the refresh that publishes
     # the rotation starts within one interval of the fault clearing; only its own duration (a few
-    # requests on a busy 2-core box) may come on top.
-    assert waited <= 1.0, (converge, waits)
+    # requests on a busy 2-core box) may come on top. The delays chosen are checked exactly by
+    # test_refresh_delays_never_exceed_the_interval; what is measured here also holds the event
+    # loop's lateness in firing timers, which reached 1.008 intervals on a loaded 2-core machine,
+    # so a quarter interval of slack keeps this a check of the policy, not of the machine.
+    assert waited <= 1.25, (converge, waits)
 
 
 async def test_refresh_delays_never_exceed_the_interval(
