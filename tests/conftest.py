@@ -6,7 +6,8 @@ exactly as users get it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import gc
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -40,3 +41,11 @@ async def make_vault(keyvault_emulator: KeyVaultEmulator) -> AsyncIterator[Vault
     yield factory
     for vault in made:
         await vault.aclose()
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Iterator[None]:
+    """Collect garbage at each test's teardown, so a socket or transport a test leaves unclosed
+    is reported (ResourceWarning, an error here) against that test, not a random later one."""
+    yield
+    gc.collect()
