@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import AzureError
 from azure.keyvault.secrets.aio import SecretClient
 from pydantic_settings import BaseSettings
 
@@ -56,7 +55,7 @@ from kvconfig._errors import (
     KeyVaultReferenceError,
     SettingsValidationError,
     VaultError,
-    VaultUnavailableError,
+    VaultPermissionError,
 )
 from kvconfig._fetch import SecretFetcher
 from kvconfig._model import FetchedSecret, SecretStatus
@@ -68,6 +67,7 @@ from kvconfig._names import (
     plan_settings,
 )
 from kvconfig._references import FoundReference, find_references, shown
+from kvconfig._refresh._listing import ListForbidden, list_secrets
 from kvconfig._retry import RetryPolicy
 from kvconfig._routing import (
     Candidate,
@@ -79,7 +79,6 @@ from kvconfig._routing import (
     read_chains,
 )
 from kvconfig._telemetry import telemetry
-from kvconfig._translate import classify
 
 if TYPE_CHECKING:
     from kvconfig._refresh._detect import NotYetValid, OnMissing
@@ -654,26 +653,28 @@ class KeyVault:
         }
 
     async def _list_names(self) -> list[str]:  # contract: kvconfig._dropin
-        """The names (as the vault spells them) of the vault's enabled secrets: one list pass."""
+        """The names (as the vault spells them) of the vault's enabled secrets: one list pass,
+        the same one a refresh makes (plain-JSON pages, the retry policy, ``startup_timeout``)."""
         self._open()
         assert self._client is not None
-        names: list[str] = []
+        fetcher = self._fetcher
         try:
-            async for item in self._client.list_properties_of_secrets():
-                if item.name and item.enabled:
-                    names.append(item.name)
-        except (AzureError, TimeoutError) as exc:
-            verdict = classify(exc, vault_url=self._vault_url, secret_name="*")
-            if verdict is None:
-                raise
-            error: VaultError = verdict.error or VaultUnavailableError(
-                f"listing the secrets of vault {self._vault_url} failed ({verdict.reason})",
+            listing, _ = await list_secrets(
+                self._client,
                 vault_url=self._vault_url,
-                status=getattr(exc, "status_code", None),
+                retry=self.retry_policy,
+                request_timeout=self._request_timeout,
+                deadline=time.monotonic() + self._startup_timeout,
+                closed=lambda: fetcher is None or fetcher.closed,
             )
-        else:
-            return names
-        raise error from None
+        except ListForbidden as forbidden:
+            raise VaultPermissionError(
+                f"listing the secrets of vault {self._vault_url} was refused "
+                f"({forbidden.reason}); grant the secrets/list permission",
+                vault_url=self._vault_url,
+                status=403,
+            ) from None
+        return [item.name for item in listing.values() if item.enabled]
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ class Listed(NamedTuple):
 
     updated: datetime | None
     enabled: bool
+    name: str = ""  # as the vault spells it (the listing's key is lower-cased)
 
 
 class ListForbidden(Exception):
@@ -162,12 +163,13 @@ def read_page(page: dict[str, Any], listing: dict[str, Listed]) -> str | None:
         secret_id = item.get("id") if isinstance(item, dict) else None
         if not isinstance(secret_id, str):
             continue
-        name = secret_id.rstrip("/").rsplit("/", 1)[-1].lower()  # list ids carry no version
+        name = secret_id.rstrip("/").rsplit("/", 1)[-1]  # list ids carry no version
         attributes = item.get("attributes") or {}
         updated = attributes.get("updated")
-        listing[name] = Listed(
+        listing[name.lower()] = Listed(
             datetime.fromtimestamp(updated, UTC) if isinstance(updated, int | float) else None,
             attributes.get("enabled") is not False,
+            name,
         )
     next_link = page.get("nextLink")
     return next_link if isinstance(next_link, str) and next_link else None

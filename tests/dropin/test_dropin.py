@@ -255,3 +255,29 @@ def test_a_dotenv_file_supplies_too(
     settings = with_source(Settings, dropin(dash_to_underscore=True))(_env_file=env_file)
     assert settings.api_key.get_secret_value() == "from-dotenv"  # type: ignore[attr-defined]
     assert _read(sync_emulator) == ["database", "database--host", "database--password"]
+
+
+class Flags(BaseSettings):
+    feature_flags: dict[str, bool]  # read entry by entry: the drop-in lists the vault for it
+
+
+def test_the_list_pass_retries_a_transient_failure_and_keeps_the_vaults_spelling(
+    sync_emulator: KeyVaultEmulator, dropin: Callable[..., SourceFactory]
+) -> None:
+    """The drop-in's list pass is the refresh's (plain-JSON pages, one retry policy): a 503 on
+    the first page is retried; with case_sensitive=True the vault's own spelling decides."""
+    sync_emulator.seed({"feature-flags--Beta": "true", "feature-flags--dark": "false"})
+    sync_emulator.faults.fail_next(1, status=503)
+    settings = with_source(Flags, dropin(dash_to_underscore=True, case_sensitive=True))()
+    assert settings.feature_flags == {"Beta": True, "dark": False}  # type: ignore[attr-defined]
+    lists = [r for r in sync_emulator.requests if r.path == "/secrets" and r.status != 401]
+    assert [r.status for r in lists] == [503, 200]
+
+
+def test_a_refused_list_is_a_permission_error_naming_the_vault(
+    sync_emulator: KeyVaultEmulator, dropin: Callable[..., SourceFactory]
+) -> None:
+    sync_emulator.seed({"feature-flags--beta": "true"})
+    sync_emulator.faults.fail_next(1, status=403)
+    with pytest.raises(VaultPermissionError, match=r"listing the secrets of vault https://"):
+        with_source(Flags, dropin(dash_to_underscore=True))()
