@@ -184,11 +184,15 @@ class VerifyOffAzureKeyVaultSettingsSource(AzureKeyVaultSettingsSource):
         )
 
 
-def pydantic_settings_class(names: list[str]) -> type[BaseSettings]:
+def _class_reading_from(
+    name: str, names: list[str], source: Callable[[type[BaseSettings]], PydanticBaseSettingsSource]
+) -> type[BaseSettings]:
+    """A Settings class with one ``str`` field per secret, read by ``source`` after init, env
+    and dotenv (pydantic-settings' documented place for a Key Vault source)."""
     fields: dict[str, Any] = {field_name(n): (str, ...) for n in names}
-    base = create_model("PsBase", __base__=BaseSettings, **fields)
+    base = create_model(f"{name}Base", __base__=BaseSettings, **fields)
 
-    class PsSettings(base):  # type: ignore[misc,valid-type]
+    class FromSource(base):  # type: ignore[misc,valid-type]
         @classmethod
         def settings_customise_sources(
             cls,
@@ -198,12 +202,20 @@ def pydantic_settings_class(names: list[str]) -> type[BaseSettings]:
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            source = VerifyOffAzureKeyVaultSettingsSource(
-                settings_cls, _Holder.url, _Holder.credential, dash_to_underscore=True
-            )
-            return (init_settings, env_settings, dotenv_settings, source)
+            return (init_settings, env_settings, dotenv_settings, source(settings_cls))
 
-    return PsSettings
+    FromSource.__name__ = FromSource.__qualname__ = name
+    return FromSource
+
+
+def pydantic_settings_class(names: list[str]) -> type[BaseSettings]:
+    return _class_reading_from(
+        "PsSettings",
+        names,
+        lambda cls: VerifyOffAzureKeyVaultSettingsSource(
+            cls, _Holder.url, _Holder.credential, dash_to_underscore=True
+        ),
+    )
 
 
 async def load_kvconfig(
@@ -311,29 +323,17 @@ async def load_send_request(url: str, ca_file: str, names: list[str]) -> None:
 
 def dropin_settings_class(names: list[str]) -> type[BaseSettings]:
     """pydantic-settings' usage with the one import changed (plus ``ca_file`` for the emulator)."""
-    fields: dict[str, Any] = {field_name(n): (str, ...) for n in names}
-    base = create_model("DropInBase", __base__=BaseSettings, **fields)
-
-    class DropInSettings(base):  # type: ignore[misc,valid-type]
-        @classmethod
-        def settings_customise_sources(
+    return _class_reading_from(
+        "DropInSettings",
+        names,
+        lambda cls: kvconfig.AzureKeyVaultSettingsSource(
             cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            source = kvconfig.AzureKeyVaultSettingsSource(
-                settings_cls,
-                _Holder.url,
-                _Holder.credential,
-                dash_to_underscore=True,
-                ca_file=_Holder.ca_file,
-            )
-            return (init_settings, env_settings, dotenv_settings, source)
-
-    return DropInSettings
+            _Holder.url,
+            _Holder.credential,
+            dash_to_underscore=True,
+            ca_file=_Holder.ca_file,
+        ),
+    )
 
 
 def load_pydantic_settings(url: str, settings_cls: type[BaseSettings]) -> None:
