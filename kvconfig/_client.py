@@ -23,6 +23,7 @@ import ipaddress
 import logging
 import os
 import ssl
+import sys
 from dataclasses import dataclass
 from os import PathLike
 from typing import Any, cast
@@ -94,6 +95,10 @@ def build_ssl_context(ca_file: str | PathLike[str] | None) -> ssl.SSLContext:
         raise ConfigurationError(f"cannot load CA file {str(ca_file)!r}: {exc}") from exc
 
 
+# aiohttp ignores (with a DeprecationWarning) ``enable_cleanup_closed`` on the Pythons whose
+# asyncio no longer needs it (cpython#118960: 3.12.8 and later, 3.13.1 and later).
+_CLEANUP_CLOSED_HONOURED = sys.version_info < (3, 12, 8) or (3, 13) <= sys.version_info < (3, 13, 1)
+
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
@@ -111,9 +116,16 @@ def build_session(
     lookups on every request; it is switched on when asked or when a proxy variable is set, so
     ``HTTPS_PROXY`` is never silently ignored and an unproxied process pays nothing.
 
+    A connection closed on release (a cancelled request: the startup deadline, a permanent
+    error elsewhere in the load) starts a TLS close that needs the vault's reply, which nobody
+    awaits; where aiohttp still offers it, ``enable_cleanup_closed`` makes closing the session
+    abort those connections, so closing a vault leaves no socket to the loop's fate.
+
     Must be called with a running event loop.
     """
-    connector = aiohttp.TCPConnector(ssl=ssl_context, limit=limit)
+    connector = aiohttp.TCPConnector(
+        ssl=ssl_context, limit=limit, enable_cleanup_closed=_CLEANUP_CLOSED_HONOURED
+    )
     # auto_decompress=False and a dummy cookie jar mirror azure-core's own default session.
     return aiohttp.ClientSession(
         connector=connector,

@@ -16,8 +16,12 @@ raises). Its contract:
   carries the server's hint). A request shared with other callers keeps running while any of
   them still has time; a caller joining it never inherits another caller's deadline.
 - Returns a :class:`FetchedSecret` per key: ``FOUND``, ``MISSING`` (404) or ``DISABLED``.
-  Permanent errors (401, 403, 400, untrusted TLS) are raised at once, unretried, and cancel the
-  call's other requests.
+  Permanent errors (401, 403, 400, untrusted TLS) are raised at once, unretried, and stop the
+  call's other requests: none is retried or started, and one already on the wire is left to
+  finish within its timeout (cancelling a request mid-connect leaves a TLS connection closing
+  that nobody closes: asyncio's ``create_connection`` cancelled just after its handshake).
+- ``aclose()`` gives requests on the wire up to a second to finish, then cancels what is left,
+  and awaits every request task, so the session closes over settled connections.
 
 The first request of a client that has not authenticated yet is sent alone (*priming*): it pays
 the 401 challenge and the token fetch once, then everything else goes out at once, bounded by
@@ -63,6 +67,9 @@ class _Unavailable(NamedTuple):
 
 _NO_ANSWER = "no answer within the deadline"
 
+# How long aclose() lets a request already on the wire finish before cancelling it.
+_CLOSE_GRACE_S = 1.0
+
 
 class _Flight:
     """One in-flight read of one secret, shared by every caller that needs it.
@@ -72,6 +79,7 @@ class _Flight:
     """
 
     __slots__ = (
+        "abandoned",
         "attempts",
         "cut",
         "deadline",
@@ -79,6 +87,7 @@ class _Flight:
         "reason",
         "retry_after",
         "scope",
+        "sending",
         "task",
         "waiters",
     )
@@ -92,6 +101,8 @@ class _Flight:
         self.reason = _NO_ANSWER
         self.retry_after: float | None = None
         self.scope: asyncio.Timeout | None = None
+        self.sending = False  # a request of this flight is on the wire
+        self.abandoned = False  # nobody waits: finish the request on the wire, retry nothing
         self.task: asyncio.Task[FetchedSecret | _Unavailable]
 
     def extend(self, deadline: float, cut: float) -> None:
@@ -145,6 +156,9 @@ class SecretFetcher:
         self.request_timeout = request_timeout
         self.retry = retry
         self._flights: dict[CacheKey, _Flight] = {}
+        # Every flight not yet finished, joinable or not (one whose last waiter left may still
+        # have a request on the wire): aclose() settles them all.
+        self._live: set[_Flight] = set()
         self._authenticated = False
         self._priming: _Flight | None = None
         self._closed = False
@@ -183,6 +197,7 @@ class SecretFetcher:
             todo = [key for key in wanted if key not in results]
             if todo and not self._authenticated:
                 await self._prime(wanted, todo, flights, last_start, deadline)
+                self._check_open(during=True)
                 if self._primed_badly(flights):
                     todo = []  # the vault is not answering: do not fan out into the outage
                 else:
@@ -193,6 +208,7 @@ class SecretFetcher:
             for key in todo:
                 flights[key] = self._join(key, wanted[key], last_start, deadline)
             await self._wait(flights, deadline)
+            self._check_open(during=True)  # closed meanwhile: its answers are not a load
             for key, (flight, _) in flights.items():
                 task = flight.task
                 if not task.done() or task.cancelled():
@@ -223,10 +239,23 @@ class SecretFetcher:
         )
 
     async def aclose(self) -> None:
-        """Cancel requests in flight and refuse further fetches. Idempotent."""
+        """Stop every request and refuse further fetches. Idempotent.
+
+        A request on the wire gets up to ``_CLOSE_GRACE_S`` to finish (see the module
+        docstring); anything else (backoff sleeps, requests waiting for a slot) is cancelled at
+        once; every request task is awaited.
+        """
         self._closed = True
-        tasks = [flight.task for flight in self._flights.values()]
         self._flights.clear()
+        live = list(self._live)
+        for flight in live:
+            flight.abandoned = True
+            if not flight.sending:
+                flight.task.cancel()
+        sending = [flight.task for flight in live if flight.sending]
+        if sending:
+            await asyncio.wait(sending, timeout=_CLOSE_GRACE_S)
+        tasks = [flight.task for flight in live]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -352,6 +381,7 @@ class SecretFetcher:
             flight = _Flight(key, last_start, deadline.at)
             flight.task = asyncio.create_task(self._read(key, ref, flight))
             flight.task.add_done_callback(functools.partial(self._landed, key, flight))
+            self._live.add(flight)
             self._flights[key] = flight
             started_here = True
         else:
@@ -363,14 +393,19 @@ class SecretFetcher:
         flight.waiters -= 1
         if flight.waiters <= 0 and not flight.task.done():
             # Nobody wants this result any more (e.g. a permanent error elsewhere, or the
-            # caller was cancelled): stop retrying it, and let nobody join it from now on.
+            # caller was cancelled): retry nothing, and let nobody join it from now on. A
+            # request on the wire finishes (bounded by the flight's cut; see the module
+            # docstring); anything else stops now.
             if self._flights.get(flight.key) is flight:
                 del self._flights[flight.key]
-            flight.task.cancel()
+            flight.abandoned = True
+            if not flight.sending:
+                flight.task.cancel()
 
     def _landed(
         self, key: CacheKey, flight: _Flight, task: asyncio.Task[FetchedSecret | _Unavailable]
     ) -> None:
+        self._live.discard(flight)
         if self._flights.get(key) is flight:
             del self._flights[key]
         if not task.cancelled():
@@ -424,13 +459,20 @@ class SecretFetcher:
                 async with asyncio.timeout_at(flight.cut) as scope:
                     flight.scope = scope
                     async with self._semaphore:
+                        self._check_open(during=True)
+                        if flight.abandoned:
+                            return flight.unavailable()
                         sent_at = time.time()
-                        secret = await self._reader.get(
-                            ref.name,
-                            ref.version,
-                            connection_timeout=self.request_timeout,
-                            read_timeout=self.request_timeout,
-                        )
+                        flight.sending = True
+                        try:
+                            secret = await self._reader.get(
+                                ref.name,
+                                ref.version,
+                                connection_timeout=self.request_timeout,
+                                read_timeout=self.request_timeout,
+                            )
+                        finally:
+                            flight.sending = False
             except (AzureError, TimeoutError, ValueError) as exc:
                 if flight.scope is not None and flight.scope.expired():
                     # This attempt ran into the deadline: no caller is waiting any longer.
@@ -470,6 +512,8 @@ class SecretFetcher:
             flight.reason = verdict.reason
             flight.retry_after = verdict.retry_after
             delay = self.retry.delay(attempt, verdict.retry_after)
+            if flight.abandoned:
+                return flight.unavailable()
             if not Deadline(flight.deadline).allows(delay):
                 logger.debug(
                     "giving up on secret %s after %d attempt(s): %s",

@@ -8,12 +8,16 @@ in flight, never more than ``max_concurrency``, and a later load reuses the pool
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from typing import Any
 
 import pytest
+from azure.core.credentials import AccessToken
 from pydantic import create_model
 from pydantic_settings import BaseSettings
 
+from kvconfig import KeyVault, VaultAuthenticationError
 from kvconfig.emulator import KeyVaultEmulator
 from tests.conftest import VaultFactory
 
@@ -55,3 +59,33 @@ async def test_connections_never_exceed_max_concurrency(
     await make_vault(max_concurrency=4).load(_settings(40))
     assert len(keyvault_emulator.requests) == 41
     assert len(_peers(keyvault_emulator)) <= 4
+
+
+class _RefusedCredential:
+    """Hands out a token the vault refuses (401), as a revoked identity's would be."""
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("not-a-token", 2**31)
+
+    async def close(self) -> None:
+        pass
+
+
+def test_failed_loads_under_asyncio_run_leave_no_connection_open(
+    keyvault_emulator_sync: KeyVaultEmulator,
+) -> None:
+    """A 401 while other GETs are on the wire, in a script's ``asyncio.run``: when the vault
+    is closed, every connection is, before the loop goes away. Regression: the other GETs were
+    cancelled mid-connect, leaving TLS closes nobody finished (an unclosed socket)."""
+    emu = keyvault_emulator_sync
+    emu.seed({f"s{i}": "v" for i in range(6)})
+    settings_cls = _settings(6)
+
+    async def load_once() -> None:
+        async with KeyVault(emu.vault_url, _RefusedCredential(), ca_file=emu.ca_file) as vault:
+            with pytest.raises(VaultAuthenticationError):
+                await vault.load(settings_cls)
+
+    for _ in range(25):
+        asyncio.run(load_once())
+        gc.collect()  # an unclosed socket is a ResourceWarning, an error here

@@ -125,6 +125,31 @@ def test_refused_credential_raises_vault_error(sync_emulator: KeyVaultEmulator) 
         source()
 
 
+def test_refused_loads_leave_no_connection_open(sync_emulator: KeyVaultEmulator) -> None:
+    """A 401 while the other GETs are on the wire: the source returns with every connection
+    closed. Regression: the others were cancelled mid-connect, leaving TLS closes that the
+    private loop never finished (an unclosed socket, about one load in forty)."""
+    sync_emulator.seed(SECRETS)
+
+    class BadCredential:
+        def get_token(self, *scopes: str, **kwargs: object) -> object:
+            from azure.core.credentials import AccessToken
+
+            return AccessToken("not-a-token", 2**31)
+
+    for _ in range(25):
+        source = AzureKeyVaultSettingsSource(
+            Settings,
+            sync_emulator.vault_url,
+            BadCredential(),
+            dash_to_underscore=True,
+            ca_file=sync_emulator.ca_file,
+        )
+        with pytest.raises(VaultAuthenticationError):
+            source()
+        gc.collect()  # an unclosed socket is a ResourceWarning, an error here
+
+
 def test_logs_one_line_without_values(
     sync_emulator: KeyVaultEmulator,
     dropin: Callable[..., SourceFactory],
