@@ -275,7 +275,9 @@ def _result(name: str, response: AsyncHttpResponse | _PlainResponse) -> RawSecre
         pass
     # Raised outside the handler: `from None` would still keep the JSON error (whose `doc` is
     # the body, value included) as __context__.
-    raise DecodeError(f"the vault's answer for secret {name!r} is not a secret bundle")
+    error = DecodeError(f"the vault's answer for secret {name!r} is not a secret bundle")
+    error.status_code = status  # the response itself stays out: its body may hold the value
+    raise error
 
 
 def _parse(bundle: dict[str, Any]) -> RawSecret:

@@ -217,6 +217,7 @@ def unavailable_error(
     more = f" and {len(names) - 5} more" if len(names) > 5 else ""
     malformed = bool(names) and all(r.startswith(MALFORMED) for r in failures.values())
     cls = MalformedResponseError if malformed else VaultUnavailableError
+    statuses = {_malformed_status(r) for r in failures.values()} if malformed else set()
     what = (
         "kept answering with a body that is not the expected JSON (a proxy or gateway in between?)"
         if malformed
@@ -226,8 +227,15 @@ def unavailable_error(
         f"vault {vault_url} {what} for {waited:.1f}s; could not read secret(s) {shown}{more}",
         vault_url=vault_url,
         secret_name=names[0] if names else None,
+        status=statuses.pop() if len(statuses) == 1 else None,
         retry_after=retry_after,
     )
+
+
+def _malformed_status(reason: str) -> int | None:
+    """The status in a ``"malformed response (200)"`` reason, if it has one."""
+    inside = reason[len(MALFORMED) :].strip(" ()")
+    return int(inside) if inside.isdigit() else None
 
 
 def _error_code(exc: HttpResponseError) -> str | None:

@@ -65,6 +65,7 @@ async def test_malformed_200_until_the_deadline_is_a_distinct_error_without_the_
         await vault.load(AlphaOnly)
     error = info.value
     assert isinstance(error, VaultUnavailableError)
+    assert error.status == 200  # what the vault (or the proxy) answered; the body is not kept
     assert error.__cause__ is None and error.__context__ is None
     shown = "".join(traceback.format_exception(error)) + repr(error)
     assert VALUE[:20] not in shown and "CANARY" not in shown
