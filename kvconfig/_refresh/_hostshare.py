@@ -210,6 +210,12 @@ class HostShare:
         return self._role
 
     @property
+    def heartbeat(self) -> float | None:
+        """When (``time.time()``) the refresher's last pass that a :meth:`poll` read succeeded;
+        ``None`` before one was read. A follower's view of the vault is no fresher than that."""
+        return self._heartbeat or None
+
+    @property
     def notice_path(self) -> Path:
         """The notice file (for diagnostics and tests)."""
         return self.path / self._notice_name

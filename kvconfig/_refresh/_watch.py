@@ -558,12 +558,19 @@ class LiveSettings(Generic[SettingsT]):
             self._share_sent = self._held_versions()
 
     async def _follow(self, names: set[str]) -> None:
-        """A follower's interval: GET only what the refresher reported (no request if nothing)."""
+        """A follower's interval: GET only what the refresher reported (no request if nothing).
+
+        Either way this process's view of the vault is as fresh as the refresher's last pass
+        (its heartbeat), not now: while the refresher's passes fail, ``health.fresh`` turns
+        false here after ``max_staleness`` too, as it does on the refresher.
+        """
+        assert self._share is not None
+        as_of = self._share.heartbeat
         if not names:
-            self._record_success()  # the refresher vouches that nothing changed
+            self._record_success(as_of=as_of)  # the refresher vouches that nothing changed
             return
         try:
-            await self._serialised(lambda: self._refresh_names(names))
+            await self._serialised(lambda: self._refresh_names(names, as_of=as_of))
         except Exception:
             self._share_resync = True  # the names were consumed: detect on our own next time
             raise
@@ -637,20 +644,25 @@ class LiveSettings(Generic[SettingsT]):
         names = [ref.name for ref in self._plan.refs]
         return await self._detect_and_apply(names, lambda timeout: detector.detect(timeout=timeout))
 
-    async def _refresh_names(self, names: Iterable[str]) -> ChangeEvent | None:
+    async def _refresh_names(
+        self, names: Iterable[str], *, as_of: float | None = None
+    ) -> ChangeEvent | None:
         """Re-read the tracked secrets called ``names`` (case-insensitive; others ignored) and
-        publish what changed through the same validate-before-swap path as a poll."""
+        publish what changed through the same validate-before-swap path as a poll. ``as_of``:
+        see :meth:`_record_success`."""
         detector = self._detector
         assert detector is not None
         names = list(names)
         return await self._detect_and_apply(
-            names, lambda timeout: detector.detect_names(names, timeout=timeout)
+            names, lambda timeout: detector.detect_names(names, timeout=timeout), as_of=as_of
         )
 
     async def _detect_and_apply(
         self,
         names: list[str],
         detect: Callable[[float], Awaitable[RoutedDetection]],
+        *,
+        as_of: float | None = None,
     ) -> ChangeEvent | None:
         """The one refresh path of a poll and a targeted re-read: detect within the refresh
         budget, then :meth:`_apply`; one ``kvconfig.refresh`` span over both."""
@@ -668,7 +680,7 @@ class LiveSettings(Generic[SettingsT]):
                 raise
             span.requests = detection.requests  # telemetry hook
             try:
-                event = self._apply(detection, started)
+                event = self._apply(detection, started, as_of=as_of)
             finally:
                 span.degraded = bool(detector.issues())  # telemetry hook
             span.outcome = "changed" if event is not None else "unchanged"  # telemetry hook
@@ -679,7 +691,9 @@ class LiveSettings(Generic[SettingsT]):
         assert self._detector is not None
         return min(self._detector.startup_timeout, self._interval)
 
-    def _apply(self, detection: RoutedDetection, started: float) -> ChangeEvent | None:
+    def _apply(
+        self, detection: RoutedDetection, started: float, *, as_of: float | None = None
+    ) -> ChangeEvent | None:
         """Apply the policies to a detection; validate the complete new Settings; publish it if
         a field changed. Never awaits: nothing can interleave between validation and the swap.
         Callbacks are queued for the dispatcher, never run here.
@@ -725,7 +739,7 @@ class LiveSettings(Generic[SettingsT]):
         except Exception as exc:
             self._record_failure(exc)
             raise
-        self._record_success()
+        self._record_success(as_of=as_of)
         if rejection is not None:
             self._record_rejection(rejection, rejected, published=event is not None)
         self._log_refresh(proposal.changes, event, detection.requests, detection.mode, started)
@@ -870,7 +884,9 @@ class LiveSettings(Generic[SettingsT]):
         vaults = self._detector.vaults if self._detector is not None else ()
         return ", ".join(vaults) if vaults else self._vault.vault_url
 
-    def _record_success(self) -> None:
+    def _record_success(self, *, as_of: float | None = None) -> None:
+        """A refresh succeeded. ``as_of`` (``time.time()``): the view it gave is only as fresh
+        as that (a follower's: the refresher's last pass); ``last_success`` never goes back."""
         if self._consecutive_failures:
             logger.info(
                 "refresh of %s from %s recovered after %d failed attempt(s)",
@@ -879,8 +895,11 @@ class LiveSettings(Generic[SettingsT]):
                 self._consecutive_failures,
             )
         self._consecutive_failures = 0
-        self._last_success = datetime.now(UTC)
-        self._last_success_at = time.monotonic()
+        now = time.monotonic()
+        age = 0.0 if as_of is None else max(0.0, time.time() - as_of)
+        if now - age >= self._last_success_at:
+            self._last_success_at = now - age
+            self._last_success = datetime.now(UTC) - timedelta(seconds=age)
 
     def _record_failure(self, exc: Exception) -> None:
         self._report_error(exc)

@@ -17,7 +17,7 @@ import pytest
 from hostshare_helpers import HANG, Worker
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kvconfig import VaultPermissionError
+from kvconfig import VaultPermissionError, VaultUnavailableError
 from kvconfig.emulator import KeyVaultEmulator
 from tests.conftest import VaultFactory
 
@@ -241,3 +241,35 @@ async def test_a_follower_whose_targeted_get_failed_detects_on_its_own_next_time
         await leader._tick()
         await follower._tick()  # back to following: nothing changed, no request of its own
         assert vault_requests(emu, since)[0] == 1
+
+
+async def test_a_follower_is_no_fresher_than_the_refresher(
+    keyvault_emulator: KeyVaultEmulator, make_vault: VaultFactory, tmp_path: Path
+) -> None:
+    """While the refresher's passes fail its heartbeat stops, though it is far from stale yet:
+    a follower still trusting it reports the refresher's last success as its own, so
+    ``health.fresh`` turns false after ``max_staleness`` on every process, not only on the
+    refresher. Ticks are driven by hand (the background interval is an hour)."""
+    emu = keyvault_emulator
+    emu.seed({"alpha": "a-1", "bravo": "b-1"}, created=datetime.now(UTC) - timedelta(hours=1))
+    shared = tmp_path / "shared"
+    options: dict[str, Any] = {"interval": 3600, "max_staleness": 0.05, "shared_dir": shared}
+    async with (
+        make_vault(startup_timeout=0.3) as vault,
+        vault.watch(Settings, **options) as leader,
+        vault.watch(Settings, **options) as follower,
+    ):
+        await leader._tick()
+        await follower._tick()
+        emu.faults.outage(True)
+        with pytest.raises(VaultUnavailableError):
+            await leader._tick()  # a failed pass: no heartbeat (0.3 s of retries)
+        since = len(emu.requests)
+        await follower._tick()  # the share still vouches: no request of its own
+        assert len(emu.requests) == since
+        assert (leader.health.fresh, follower.health.fresh) == (False, False)
+        assert follower.health.serving and follower.health.consecutive_failures == 0
+        emu.faults.outage(False)
+        await leader._tick()
+        await follower._tick()
+        assert (leader.health.fresh, follower.health.fresh) == (True, True)
