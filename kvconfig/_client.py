@@ -24,9 +24,10 @@ import logging
 import os
 import ssl
 import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from os import PathLike
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -37,7 +38,7 @@ from azure.core.pipeline.transport import AioHttpTransport
 from azure.keyvault.secrets import __version__ as _SDK_VERSION
 from azure.keyvault.secrets.aio import SecretClient
 
-from kvconfig._errors import ConfigurationError
+from kvconfig._errors import ConfigurationError, VaultAuthenticationError
 from kvconfig._rawget import RawSecretReader
 
 logger = logging.getLogger("kvconfig")
@@ -135,22 +136,54 @@ def build_session(
     )
 
 
+# What asyncio raises when a coroutine uses a transport of a loop that was closed.
+_LOOP_CLOSED = "Event loop is closed"
+
+_TokenT = TypeVar("_TokenT", AccessToken, AccessTokenInfo)
+
+
 class SignallingCredential:
     """Wraps the user's credential and sets :attr:`token_ready` once a token was obtained.
 
     The SDK caches the vault's challenge *before* asking for a token and stores the token right
     after ``get_token`` returns, so once this event is set new requests go out authorised: the
     priming request need not complete before the other requests are sent.
+
+    An aio credential that fails with "Event loop is closed" is bound to a loop that ended (an
+    ``azure.identity.aio`` credential keeps its HTTP session on the loop it first ran on, so a
+    ``KeyVault`` used by one ``asyncio.run`` after another fails once the token needs renewing):
+    that becomes a :class:`~kvconfig.VaultAuthenticationError` saying what to do instead.
     """
 
-    def __init__(self, inner: AsyncTokenCredential) -> None:
+    def __init__(self, inner: AsyncTokenCredential, vault_url: str = "") -> None:
         self._inner = inner
+        self._vault_url = vault_url
         self.token_ready = asyncio.Event()
 
     async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        token = await self._inner.get_token(*scopes, **kwargs)
-        self.token_ready.set()
-        return token
+        return await self._obtain(self._inner.get_token(*scopes, **kwargs))
+
+    async def _obtain(self, call: Awaitable[_TokenT]) -> _TokenT:
+        try:
+            token = await call
+        except RuntimeError as exc:
+            if str(exc) != _LOOP_CLOSED:
+                raise
+        else:
+            self.token_ready.set()
+            return token
+        raise self._bound_to_closed_loop()  # outside the handler: nothing chained
+
+    def _bound_to_closed_loop(self) -> VaultAuthenticationError:
+        kind = type(self._inner).__name__
+        return VaultAuthenticationError(
+            f"no token for vault {self._vault_url}: the credential ({kind}) is bound to an "
+            f"event loop that has ended (azure.identity.aio credentials keep their HTTP session "
+            f"on the loop they first ran on). To use one KeyVault across several asyncio.run() "
+            f"calls, pass a sync credential such as azure.identity.DefaultAzureCredential() "
+            f"(kvconfig calls it in a thread) or use SyncKeyVault",
+            vault_url=self._vault_url,
+        )
 
     async def close(self) -> None:
         await self._inner.close()
@@ -169,16 +202,14 @@ class _SignallingTokenInfoCredential(SignallingCredential):
         self, *scopes: str, options: TokenRequestOptions | None = None
     ) -> AccessTokenInfo:
         info_source = cast(AsyncSupportsTokenInfo, self._inner)
-        token = await info_source.get_token_info(*scopes, options=options)
-        self.token_ready.set()
-        return token
+        return await self._obtain(info_source.get_token_info(*scopes, options=options))
 
 
-def signalling(credential: AsyncTokenCredential) -> SignallingCredential:
+def signalling(credential: AsyncTokenCredential, vault_url: str = "") -> SignallingCredential:
     """Wrap ``credential``, keeping whether it has ``get_token_info``."""
     if hasattr(credential, "get_token_info"):
-        return _SignallingTokenInfoCredential(credential)
-    return SignallingCredential(credential)
+        return _SignallingTokenInfoCredential(credential, vault_url)
+    return SignallingCredential(credential, vault_url)
 
 
 def build_secret_client(

@@ -32,9 +32,10 @@ from pydantic.alias_generators import to_snake
 from pydantic_settings import AzureKeyVaultSettingsSource as _PydanticAzureSource
 from pydantic_settings.sources.utils import _parse_env_none_str
 
+from kvconfig._credentials import is_async_credential
 from kvconfig._errors import ConfigurationError
 from kvconfig._names_compat import CompatPlan, compat_plan
-from kvconfig._sync import as_async, run_sync
+from kvconfig._sync import run_sync
 from kvconfig._vault import KeyVault
 
 if TYPE_CHECKING:
@@ -192,10 +193,11 @@ class AzureKeyVaultSettingsSource(_PydanticAzureSource):
 
     async def _fetch(self, plan: CompatPlan) -> None:
         options = dict(self._vault_options)
-        credential, close = as_async(
-            self._credential, close_credential=bool(options.pop("close_credential", True))
-        )
-        async with KeyVault(self._url, credential, close_credential=close, **options) as vault:
+        # pydantic-settings never closes a credential: a sync one (the usual
+        # DefaultAzureCredential()) serves every later Settings() too. An aio one is bound to
+        # this call's private loop, so it is closed with it.
+        options.setdefault("close_credential", is_async_credential(self._credential))
+        async with KeyVault(self._url, self._credential, **options) as vault:
             if plan.needs_listing and self._listed is None:
                 self._listed = await vault._list_names()
             names = self._names(plan)

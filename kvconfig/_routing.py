@@ -236,7 +236,7 @@ class VaultPool:
                 self._ssl_context, limit=self._max_concurrency, trust_env=self._trust_env
             )
             # One wrapper per vault: each client pays its own challenge, so each vault primes.
-            credential = signalling(self._credential)
+            credential = signalling(self._credential, url)
             clients = build_clients(
                 url,
                 credential,

@@ -6,7 +6,7 @@ an async framework's sync hook) and from several threads at once. A caller block
 work it asked for; background refresh runs on the private loop.
 
 Sync credentials (``azure.identity.DefaultAzureCredential()``) are adapted to the aio SDK by
-:class:`SyncCredentialAdapter`, which runs ``get_token`` on the loop's default executor.
+``KeyVault`` itself (:mod:`kvconfig._credentials`): ``get_token`` runs in a thread.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
-import inspect
 import logging
 import os
 import threading
@@ -26,11 +25,9 @@ from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
-from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
-from azure.core.credentials_async import AsyncTokenCredential
 from pydantic_settings import BaseSettings
 
-from kvconfig._errors import ClosedError, ConfigurationError, KvConfigError
+from kvconfig._errors import ClosedError, KvConfigError
 from kvconfig._vault import KeyVault
 
 if TYPE_CHECKING:
@@ -41,7 +38,7 @@ if TYPE_CHECKING:
     from kvconfig._refresh._push import NotifyResult
     from kvconfig._refresh._watch import LiveSettings
 
-__all__ = ["LoopThread", "SyncCredentialAdapter", "SyncKeyVault", "SyncLiveSettings", "as_async"]
+__all__ = ["LoopThread", "SyncKeyVault", "SyncLiveSettings"]
 
 logger = logging.getLogger("kvconfig")
 
@@ -132,73 +129,6 @@ def run_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         thread.close()
 
 
-class SyncCredentialAdapter(AsyncTokenCredential):
-    """A sync ``TokenCredential`` seen as an ``AsyncTokenCredential`` (calls run in a thread).
-
-    ``close()`` closes the wrapped credential only when ``close_credential`` is true.
-    """
-
-    def __init__(self, credential: TokenCredential, *, close_credential: bool = False) -> None:
-        self._credential = credential
-        self._close_credential = close_credential
-
-    def __repr__(self) -> str:
-        return f"SyncCredentialAdapter({type(self._credential).__name__})"
-
-    async def get_token(
-        self,
-        *scopes: str,
-        claims: str | None = None,
-        tenant_id: str | None = None,
-        enable_cae: bool = False,
-        **kwargs: Any,
-    ) -> AccessToken:
-        def call() -> AccessToken:
-            return self._credential.get_token(
-                *scopes, claims=claims, tenant_id=tenant_id, enable_cae=enable_cae, **kwargs
-            )
-
-        return await asyncio.to_thread(call)
-
-    async def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
-        getter = getattr(self._credential, "get_token_info", None)
-        if getter is not None:
-            info: AccessTokenInfo = await asyncio.to_thread(getter, *scopes, options=options)
-            return info
-        token = await self.get_token(*scopes)
-        return AccessTokenInfo(token.token, token.expires_on)
-
-    async def close(self) -> None:
-        if self._close_credential:
-            closer = getattr(self._credential, "close", None)
-            if closer is not None:
-                # Directly, not in an executor: at interpreter exit executors refuse new work.
-                closer()
-
-    async def __aexit__(self, *args: object) -> None:
-        await self.close()
-
-
-def is_async_credential(credential: object) -> bool:
-    """Whether ``credential.get_token`` is a coroutine function (an ``azure.identity.aio`` one)."""
-    return inspect.iscoroutinefunction(getattr(credential, "get_token", None))
-
-
-def as_async(credential: Any, *, close_credential: bool) -> tuple[AsyncTokenCredential, bool]:
-    """The credential as an aio one, and whether ``KeyVault`` should close it.
-
-    A sync credential is wrapped; the wrapper closes it only if ``close_credential``.
-    """
-    if is_async_credential(credential):
-        return credential, close_credential
-    if not callable(getattr(credential, "get_token", None)):
-        raise ConfigurationError(
-            f"credential must be an azure TokenCredential or AsyncTokenCredential, "
-            f"got {type(credential).__name__}"
-        )
-    return SyncCredentialAdapter(credential, close_credential=close_credential), True
-
-
 class SyncKeyVault:
     """:class:`~kvconfig.KeyVault` for sync code: Django, Flask, Celery, scripts, notebooks.
 
@@ -216,10 +146,8 @@ class SyncKeyVault:
     """
 
     def __init__(self, vault_url: str, credential: Any, **options: Any) -> None:
-        close_credential = bool(options.pop("close_credential", True))
-        aio_credential, close = as_async(credential, close_credential=close_credential)
-        # Validates the arguments (URL, CA file, ...) before a thread exists.
-        self._vault = KeyVault(vault_url, aio_credential, close_credential=close, **options)
+        # Validates the arguments (URL, CA file, credential, ...) before a thread exists.
+        self._vault = KeyVault(vault_url, credential, **options)
         self._thread = LoopThread("kvconfig-sync")
         self._lives: list[SyncLiveSettings[Any]] = []
         self._lock = threading.Lock()

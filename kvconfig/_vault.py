@@ -42,6 +42,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import aiohttp
+from azure.core.credentials import TokenCredential
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.keyvault.secrets.aio import SecretClient
 from pydantic_settings import BaseSettings
@@ -49,6 +50,7 @@ from pydantic_settings import BaseSettings
 from kvconfig._build import build_settings, log_load, needed_plan, source_list
 from kvconfig._cache import SecretCache
 from kvconfig._client import build_ssl_context, vault_host
+from kvconfig._credentials import as_async
 from kvconfig._errors import (
     ClosedError,
     ConfigurationError,
@@ -109,7 +111,10 @@ class KeyVault:
 
     Args:
         vault_url: ``https://<name>.vault.azure.net`` (or an emulator's URL).
-        credential: An async ``AsyncTokenCredential`` (``azure.identity.aio``).
+        credential: An ``azure.identity.aio`` credential, or a sync one
+            (``azure.identity.DefaultAzureCredential()``), whose ``get_token`` then runs in a
+            thread. An aio credential's HTTP session is bound to the event loop it first ran
+            on: to use one ``KeyVault`` across several ``asyncio.run()`` calls, pass a sync one.
         ca_file: PEM file of an extra CA to trust (the emulator, a TLS-inspecting proxy).
         ssl_context: A ready client SSL context instead of ``ca_file``.
         vaults: Aliases for ``Secret(vault="alias")``: ``{"shared": "https://..."}``.
@@ -148,7 +153,7 @@ class KeyVault:
     def __init__(
         self,
         vault_url: str,
-        credential: AsyncTokenCredential,
+        credential: AsyncTokenCredential | TokenCredential,
         *,
         ca_file: str | PathLike[str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
@@ -180,7 +185,10 @@ class KeyVault:
         if ca_file is not None and ssl_context is not None:
             raise ConfigurationError("pass ca_file or ssl_context, not both")
         self._vault_url = vault_url
-        self._credential = credential
+        # A sync credential is wrapped (its get_token runs in a thread); validated here.
+        self._credential, self._close_credential = as_async(
+            credential, close_credential=close_credential
+        )
         self._prefix: str | tuple[str, ...] = prefix if isinstance(prefix, str) else prefixes
         self._prefixes = prefixes
         self._plans: weakref.WeakKeyDictionary[type[BaseSettings], SettingsPlan] = (
@@ -193,7 +201,6 @@ class KeyVault:
         self._request_timeout = _seconds(request_timeout, "request_timeout")
         self._retry_backoff = _seconds(retry_backoff, "retry_backoff")
         self._retry_backoff_max = _seconds(retry_backoff_max, "retry_backoff_max")
-        self._close_credential = close_credential
         self._trust_env = trust_env
         self._api_version = api_version
         # Built now (file I/O, CA errors surface early); the session is built in the loop.

@@ -8,10 +8,11 @@ import logging
 import pathlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, SecretStr
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from kvconfig import (
     AzureKeyVaultSettingsSource,
@@ -106,38 +107,25 @@ def test_unknown_option_is_refused_before_any_request(sync_emulator: KeyVaultEmu
     assert sync_emulator.requests == []
 
 
-def test_refused_credential_raises_vault_error(sync_emulator: KeyVaultEmulator) -> None:
-    class BadCredential:
-        def get_token(self, *scopes: str, **kwargs: object) -> object:
-            from azure.core.credentials import AccessToken
+class BadCredential:
+    """A sync credential whose token the vault refuses (401)."""
 
-            return AccessToken("not-a-token", 2**31)
+    def get_token(self, *scopes: str, **kwargs: object) -> object:
+        from azure.core.credentials import AccessToken
 
-    source = AzureKeyVaultSettingsSource(
-        Settings,
-        sync_emulator.vault_url,
-        BadCredential(),
-        dash_to_underscore=True,
-        ca_file=sync_emulator.ca_file,
-    )
-    assert sync_emulator.requests == []  # read when called, not when constructed
-    with pytest.raises(VaultAuthenticationError):
-        source()
+        return AccessToken("not-a-token", 2**31)
 
 
-def test_refused_loads_leave_no_connection_open(sync_emulator: KeyVaultEmulator) -> None:
-    """A 401 while the other GETs are on the wire: the source returns with every connection
-    closed. Regression: the others were cancelled mid-connect, leaving TLS closes that the
-    private loop never finished (an unclosed socket, about one load in forty)."""
+def test_refused_credential_raises_vault_error_and_leaves_no_connection_open(
+    sync_emulator: KeyVaultEmulator,
+) -> None:
+    """A 401 while the other GETs are on the wire: VaultAuthenticationError, and the source
+    returns with every connection closed. Regression: the others were cancelled mid-connect,
+    leaving TLS closes that the private loop never finished (an unclosed socket, about one load
+    in forty); hence 25 rounds."""
     sync_emulator.seed(SECRETS)
-
-    class BadCredential:
-        def get_token(self, *scopes: str, **kwargs: object) -> object:
-            from azure.core.credentials import AccessToken
-
-            return AccessToken("not-a-token", 2**31)
-
     for _ in range(25):
+        sent = len(sync_emulator.requests)
         source = AzureKeyVaultSettingsSource(
             Settings,
             sync_emulator.vault_url,
@@ -145,9 +133,50 @@ def test_refused_loads_leave_no_connection_open(sync_emulator: KeyVaultEmulator)
             dash_to_underscore=True,
             ca_file=sync_emulator.ca_file,
         )
+        assert len(sync_emulator.requests) == sent  # read when called, not when constructed
         with pytest.raises(VaultAuthenticationError):
             source()
         gc.collect()  # an unclosed socket is a ResourceWarning, an error here
+
+
+class ClosingSyncCredential:
+    """A sync credential that, like azure-identity's, cannot fetch tokens once closed."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.closed = 0
+        self.tokens = 0
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        assert not self.closed, "HTTP transport has already been closed"
+        self.tokens += 1
+        return self._inner.get_token(*scopes, **kwargs)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_a_sync_credential_is_never_closed_and_serves_every_call(
+    sync_emulator: KeyVaultEmulator,
+) -> None:
+    """pydantic-settings never closes the credential it is given, and a Django or Flask app
+    builds Settings() again later with the same one: each call fetched a token, none closed."""
+    sync_emulator.seed(SECRETS)
+    credential = ClosingSyncCredential(sync_emulator.sync_credential())
+
+    def build(cls: type[BaseSettings]) -> PydanticBaseSettingsSource:
+        return AzureKeyVaultSettingsSource(
+            cls,
+            sync_emulator.vault_url,
+            credential,
+            dash_to_underscore=True,
+            ca_file=sync_emulator.ca_file,
+        )
+
+    settings_cls = with_source(Settings, build)
+    for _ in range(2):
+        assert settings_cls().api_key.get_secret_value() == "k1"  # type: ignore[attr-defined]
+    assert credential.tokens == 2 and credential.closed == 0
 
 
 def test_logs_one_line_without_values(
