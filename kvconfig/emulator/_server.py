@@ -372,7 +372,7 @@ _PERMISSION = {
     "_list": "list",
     "_list_versions": "list",
     "_list_deleted": "list",
-    "_get_deleted": "list",
+    "_get_deleted": "get",  # the REST reference: get_deleted_secret needs secrets/get
     "_purge": "purge",
     "_recover": "recover",
     "_backup": "backup",

@@ -69,6 +69,23 @@ async def test_get_only_identity_reads_values_and_is_refused_a_list(
     assert [r.status for r in emu.requests if r.path == "/secrets"] == [403]
 
 
+async def test_deleted_secrets_are_read_with_get_and_listed_with_list(
+    keyvault_emulator: KeyVaultEmulator,
+) -> None:
+    """As the REST reference says: get_deleted_secret needs secrets/get, list_deleted_secrets
+    secrets/list (an identity with get alone reads a deleted secret but cannot list them)."""
+    emu = keyvault_emulator
+    emu.seed(SEED)
+    emu.add_identity("reader-app", ["get"])
+    async with emu.secret_client() as admin:
+        await admin.delete_secret("api-key")
+    async with emu.secret_client(credential=emu.credential("reader-app")) as client:
+        assert (await client.get_deleted_secret("api-key")).name == "api-key"
+        with pytest.raises(HttpResponseError) as refused:
+            [d async for d in client.list_deleted_secrets()]
+    assert "secrets list permission" in refused.value.message
+
+
 async def test_permissions_are_per_vault(keyvault_emulator: KeyVaultEmulator) -> None:
     emu = keyvault_emulator
     await emu.add_vault("second")
