@@ -8,6 +8,7 @@ is for one audience (``https://vault.azure.net``; another is 401) and one identi
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -45,6 +46,19 @@ CHALLENGE = (
     f'Bearer authorization="https://login.microsoftonline.com/{TENANT_ID}", resource="{RESOURCE}"'
 )
 TOKEN_LIFETIME_S = 24 * 3600
+
+
+def claims_challenge(not_before: float) -> str:
+    """The ``WWW-Authenticate`` of a CAE claims challenge: a token issued after
+    ``not_before`` is required (Entra's ``insufficient_claims`` shape, claims base64url JSON)."""
+    claims = {"access_token": {"nbf": {"essential": True, "value": str(int(not_before) + 1)}}}
+    encoded = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode()
+    return (
+        'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/'
+        f'authorize", error="insufficient_claims", claims="{encoded}"'
+    )
+
+
 _PREFIX = "kvemu"
 DEFAULT_CLIENT_ID = "00000000-0000-0000-0000-00000000e1e1"
 DEFAULT_OBJECT_ID = "00000000-0000-0000-0000-0000000000d1"

@@ -46,12 +46,21 @@ _STATUS_MESSAGES: dict[int, str] = {
 class ServiceError(Exception):
     """An error answer of the vault API: ``{"error": {"code", "message", "innererror"}}``."""
 
-    def __init__(self, status: int, code: str, message: str, inner_code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        inner_code: str | None = None,
+        *,
+        challenge: str | None = None,
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
         self.inner_code = inner_code
+        self.challenge = challenge  # a 401's WWW-Authenticate, when not the vault's usual one
 
     def body(self) -> dict[str, Any]:
         """The JSON body of the error response."""

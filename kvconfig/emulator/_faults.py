@@ -148,6 +148,15 @@ class Faults:
         (401): as when Entra revokes a session or an identity's credentials are reset."""
         self._token_cutoffs[client_id.lower() if client_id else ""] = (time.time(), "revoked")
 
+    def claims_challenge(self, client_id: str | None = None) -> None:
+        """Continuous access evaluation: every token issued until now, of one identity
+        (``client_id``) or all, is answered 401 with a CAE claims challenge
+        (``WWW-Authenticate: Bearer ..., error="insufficient_claims", claims="..."``), as Key
+        Vault answers a CAE token (the SDK always asks for one) after Entra revoked its session.
+        The SDK gets a new token with those claims and retries once; tokens issued afterwards
+        are accepted."""
+        self._token_cutoffs[client_id.lower() if client_id else ""] = (time.time(), "claims")
+
     def token_rejection(self, client_id: str, issued_at: float) -> str | None:
         """Why a token of ``client_id`` issued at ``issued_at`` is refused, or None."""
         for key in (None, "", client_id.lower()):

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from kvconfig.emulator._access import AccessPolicies
-from kvconfig.emulator._auth import CHALLENGE, TokenIssuer
+from kvconfig.emulator._auth import CHALLENGE, TokenIssuer, claims_challenge
 from kvconfig.emulator._errors import ServiceError
 from kvconfig.emulator._faults import Fault, Faults
 from kvconfig.emulator._http import expect_continue
@@ -161,6 +161,13 @@ class VaultServer:
             rejected = self._faults.token_rejection(claims.client_id, claims.issued_at)
             if rejected == "expired":
                 raise ServiceError(401, "Unauthorized", "AKV10032: The access token has expired.")
+            if rejected == "claims":
+                raise ServiceError(
+                    401,
+                    "Unauthorized",
+                    "AKV10032: The access token was revoked; claims are required.",
+                    challenge=claims_challenge(claims.issued_at),
+                )
             if rejected is not None:
                 raise ServiceError(401, "Unauthorized", "AKV10032: The access token was revoked.")
             call, handler, is_create = self._route(request, vault)
@@ -203,7 +210,7 @@ class VaultServer:
         response = json_response(error.body(), status=error.status)
         response.headers["x-ms-error-code"] = error.code
         if error.status == 401:
-            response.headers["WWW-Authenticate"] = CHALLENGE
+            response.headers["WWW-Authenticate"] = error.challenge or CHALLENGE
         if isinstance(error, _MethodNotAllowed):
             response.headers["Allow"] = ", ".join(error.allowed)
         if retry_after is not None:
