@@ -77,6 +77,7 @@ from kvconfig._routing import (
     Resolution,
     VaultPool,
     VaultSet,
+    all_or_none,
     chain,
     read_chains,
 )
@@ -660,25 +661,36 @@ class KeyVault:
         }
 
     async def _list_names(self) -> list[str]:  # contract: kvconfig._dropin
-        """The names (as the vault spells them) of the vault's enabled secrets: one list pass,
-        the same one a refresh makes (plain-JSON pages, the retry policy, ``startup_timeout``)."""
-        self._open()
-        assert self._client is not None
-        fetcher = self._fetcher
+        """The names of the enabled secrets of the primary vault and every fallback vault (the
+        vaults :meth:`_read_names` reads), spelled as the first vault that has each spells it:
+        one list pass per vault, concurrently, the same one a refresh makes (plain-JSON pages,
+        the retry policy, ``startup_timeout``)."""
+        pool = self._opened_pool()
+        deadline = time.monotonic() + self._startup_timeout
+        urls = (self._vaultset.primary, *self._vaultset.fallbacks)
+        listed = await all_or_none({url: self._list_vault(pool, url, deadline) for url in urls})
+        names: dict[str, str] = {}
+        for url in urls:
+            for name in listed[url]:
+                names.setdefault(name.lower(), name)
+        return list(names.values())
+
+    async def _list_vault(self, pool: VaultPool, url: str, deadline: float) -> list[str]:
+        fetcher = pool.fetcher(url)
         try:
             listing, _ = await list_secrets(
-                self._client,
-                vault_url=self._vault_url,
+                pool.client(url),
+                vault_url=url,
                 retry=self.retry_policy,
                 request_timeout=self._request_timeout,
-                deadline=time.monotonic() + self._startup_timeout,
-                closed=lambda: fetcher is None or fetcher.closed,
+                deadline=deadline,
+                closed=lambda: fetcher.closed,
             )
         except ListForbidden as forbidden:
             raise VaultPermissionError(
-                f"listing the secrets of vault {self._vault_url} was refused "
+                f"listing the secrets of vault {url} was refused "
                 f"({forbidden.reason}); grant the secrets/list permission",
-                vault_url=self._vault_url,
+                vault_url=url,
                 status=403,
             ) from None
         return [item.name for item in listing.values() if item.enabled]

@@ -52,9 +52,8 @@ def test_sync_keyvault_takes_every_vault_option(
     assert settings.partner.get_secret_value() == "p"
 
 
-class Plain(BaseSettings):
-    api_key: SecretStr
-    queue_name: str
+class OnEmulator(BaseSettings):
+    """Classes reading from the drop-in on the test's emulator (set the ClassVars first)."""
 
     @classmethod
     def settings_customise_sources(
@@ -67,11 +66,11 @@ class Plain(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         source = AzureKeyVaultSettingsSource(
             settings_cls,
-            Plain.url,
-            Plain.credential,
+            OnEmulator.url,
+            OnEmulator.credential,
             dash_to_underscore=True,
-            ca_file=Plain.ca_file,
-            fallback_vaults=Plain.fallbacks,
+            ca_file=OnEmulator.ca_file,
+            fallback_vaults=OnEmulator.fallbacks,
         )
         return (init_settings, source)
 
@@ -81,17 +80,43 @@ class Plain(BaseSettings):
     fallbacks: ClassVar[list[str]] = []
 
 
+class Plain(OnEmulator):
+    api_key: SecretStr
+    queue_name: str
+
+
 def test_dropin_source_looks_up_fallback_vaults_after_a_404(
     three: tuple[KeyVaultEmulator, str, str],
 ) -> None:
     emu, shared, legacy = three
     emu.seed({"api-key": "a"})
     emu.seed({"queue-name": "q-shared", "api-key": "not-this"}, "shared")
-    Plain.url, Plain.credential, Plain.ca_file = emu.vault_url, emu.sync_credential(), emu.ca_file
-    Plain.fallbacks = [shared, legacy]
+    OnEmulator.url, OnEmulator.credential = emu.vault_url, emu.sync_credential()
+    OnEmulator.ca_file = emu.ca_file
+    OnEmulator.fallbacks = [shared, legacy]
     settings = Plain()
     assert settings.api_key.get_secret_value() == "a"
     assert settings.queue_name == "q-shared"
     shared_gets = [r.path for r in emu.requests if r.vault == "shared" and r.status != 401]
     assert shared_gets == ["/secrets/queue-name/"]
     assert [r for r in emu.requests if r.vault == "legacy"] == []
+
+
+class Flags(OnEmulator):
+    feature_flags: dict[str, bool]  # read entry by entry: the drop-in lists the vaults for it
+
+
+def test_dropin_lists_the_fallback_vaults_too(three: tuple[KeyVaultEmulator, str, str]) -> None:
+    """Entries of a dict field (known only by listing) that live in a fallback vault are found:
+    each vault is listed once; an entry in both comes from the primary."""
+    emu, _, legacy = three
+    emu.seed({"feature-flags--alpha": "true", "feature-flags--both": "true"})
+    emu.seed({"feature-flags--beta": "false", "feature-flags--both": "false"}, "legacy")
+    OnEmulator.url, OnEmulator.credential = emu.vault_url, emu.sync_credential()
+    OnEmulator.ca_file = emu.ca_file
+    OnEmulator.fallbacks = [legacy]
+    settings = Flags()
+    assert settings.feature_flags == {"alpha": True, "beta": False, "both": True}
+    lists = [(r.vault, r.path) for r in emu.requests if r.method == "GET" and r.status == 200]
+    assert sorted(v for v, p in lists if p == "/secrets") == ["default", "legacy"]  # at once
+    assert [r for r in emu.requests if r.vault == "shared"] == []
