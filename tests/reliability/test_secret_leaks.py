@@ -536,6 +536,48 @@ async def test_no_value_leaks_from_the_host_share(
     assert leaks == [], "\n".join(leaks[:10])
 
 
+class LoopBoundCredential:
+    """The emulator's credential until ``ended``; then it fails as an ``azure.identity.aio``
+    credential does once the event loop it first ran on has closed."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.ended = False
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        if self.ended:
+            raise RuntimeError("Event loop is closed")
+        return await self._inner.get_token(*scopes, **kwargs)
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+async def test_no_value_leaks_from_credential_challenges(
+    keyvault_emulator: KeyVaultEmulator, scanner: Scanner
+) -> None:
+    """A CAE claims challenge answered with a new token, then one the credential cannot answer
+    (bound to an ended loop): logs and the error name the vault and the credential's type."""
+    emu = keyvault_emulator
+    emu.seed({"api-key": scanner.secret()})
+    credential = LoopBoundCredential(emu.credential())
+    async with make_vault(emu, credential=credential, ttl=0) as vault:
+        await vault.load(OneSecret)
+        emu.faults.claims_challenge()
+        scanner.add("after a claims challenge", await vault.load(OneSecret))
+        credential.ended = True
+        emu.faults.claims_challenge()
+        await _expect(
+            scanner,
+            "credential bound to an ended loop",
+            VaultAuthenticationError,
+            vault.load(OneSecret),
+        )
+    leaks = scanner.leaks()
+    assert scanner.records > 0, "the loggers captured nothing"
+    assert leaks == [], "\n".join(leaks[:10])
+
+
 async def test_no_value_leaks_from_live_notify_health_and_shared_dir(
     keyvault_emulator: KeyVaultEmulator, scanner: Scanner, tmp_path: Path
 ) -> None:
