@@ -197,7 +197,6 @@ class SecretFetcher:
             todo = [key for key in wanted if key not in results]
             if todo and not self._authenticated:
                 await self._prime(wanted, todo, flights, last_start, deadline)
-                self._check_open(during=True)
                 if self._primed_badly(flights):
                     todo = []  # the vault is not answering: do not fan out into the outage
                 else:
